@@ -1,0 +1,112 @@
+"""TLoRA factors routed per task over their terms: TensorPoly-I."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..indices import equation
+from ..routing import Router
+from ..tlora import NORMALIZE_CHOICES, Normalize, check_positive, kron_leaves, leaf_length
+from .base import AdapterLinear
+
+__all__ = ["TensorPolyLinear"]
+
+# A[b, i, r] = sum_k w[b, k] A_k[k, r, i]
+_MIX_A = equation([("batch", "term"), ("term", "rank", "d_in")], ("batch", "d_in", "rank"))
+# B[b, r, o] = sum_k w[b, k] B_k[k, r, o]
+_MIX_B = equation([("batch", "term"), ("term", "rank", "d_out")], ("batch", "rank", "d_out"))
+
+
+class TensorPolyLinear(AdapterLinear):
+    """A frozen linear layer adapted by TLoRA factors mixed per task over their n_terms.
+
+    Parameters
+    ----------
+    base_layer
+        The linear layer to adapt (frozen).
+    rank
+        LoRA rank r.
+    n_tasks
+        Rows of the router.
+    n_terms
+        K, the number of tensor-product terms (the latent experts).
+    order
+        N, the number of leaves multiplied per term.
+    normalize
+        ``"pairwise"`` (layer norm on each product of neighbouring leaves that feeds a further
+        product, as in TensorPoly) or ``"none"`` (the plain Kronecker sum).
+    scaling
+        Factor on the update; ``None`` means ``1 / rank``.
+    selector
+        Router selector, see :class:`tensorpoly_tn.routing.Router`.
+
+    Attributes
+    ----------
+    leaves_a
+        Parameter of shape (order, n_terms, rank, leaf_in), ``leaf_in = ceil(d_in ** (1/order))``.
+    leaves_b
+        Parameter of shape (order, n_terms, rank, leaf_out), ``leaf_out = ceil(d_out ** (1/order))``.
+    router
+        :class:`Router` with an allocation of shape (n_tasks, n_terms).
+
+    Notes
+    -----
+    ``leaves_a`` is drawn from a normal distribution whose scale makes the Kronecker sum have
+    variance ``1 / d_in`` per entry under ``normalize="none"``. ``leaves_b`` is drawn the same way
+    except its last leaf, which starts at zero: every term of B is then zero, so the adapted layer
+    equals the base layer at step 0, while the gradient reaching that last leaf is not zero.
+    """
+
+    method = "tensorpoly-1"
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        rank: int,
+        n_tasks: int,
+        n_terms: int,
+        order: int,
+        normalize: Normalize = "pairwise",
+        scaling: float | None = None,
+        selector: str = "sigmoid",
+    ) -> None:
+        super().__init__(base_layer, rank, scaling)
+        check_positive("n_terms", n_terms)
+        check_positive("order", order)
+        if normalize not in NORMALIZE_CHOICES:
+            raise ValueError(f"normalize must be one of {NORMALIZE_CHOICES}, got {normalize!r}")
+        self.n_terms = n_terms
+        self.order = order
+        self.normalize = normalize
+        self.leaf_in = leaf_length(self.in_features, order)
+        self.leaf_out = leaf_length(self.out_features, order)
+
+        weight = base_layer.weight
+        options = {"dtype": weight.dtype, "device": weight.device}
+        std = (n_terms * self.in_features) ** (-1.0 / (2 * order))
+        self.leaves_a = nn.Parameter(torch.randn(order, n_terms, rank, self.leaf_in, **options) * std)
+        leaves_b = torch.randn(order, n_terms, rank, self.leaf_out, **options) * std
+        leaves_b[-1].zero_()
+        self.leaves_b = nn.Parameter(leaves_b)
+        self.router = Router(n_tasks, n_terms, selector=selector).to(weight.device)
+
+    def term_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the unrouted terms: A_k (term, rank, d_in) and B_k (term, rank, d_out)."""
+        terms_a = kron_leaves(self.leaves_a, self.in_features, self.normalize)  # (term, rank, d_in)
+        terms_b = kron_leaves(self.leaves_b, self.out_features, self.normalize)  # (term, rank, d_out)
+        return terms_a, terms_b
+
+    def factors(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return A (batch, d_in, rank) and B (batch, rank, d_out) for the tasks in ``task_ids`` (batch,)."""
+        weights = self.router(task_ids).to(self.leaves_a.dtype)  # (batch, term)
+        terms_a, terms_b = self.term_factors()
+        a = torch.einsum(_MIX_A, weights, terms_a)  # (batch, d_in, rank)
+        b = torch.einsum(_MIX_B, weights, terms_b)  # (batch, rank, d_out)
+        return a, b
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, n_terms={self.n_terms}, order={self.order}, "
+            f"normalize={self.normalize!r}, leaf_in={self.leaf_in}, leaf_out={self.leaf_out}"
+        )
