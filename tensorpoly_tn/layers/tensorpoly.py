@@ -89,7 +89,7 @@ class TensorPolyLinear(AdapterLinear):
         leaves_b = torch.randn(order, n_terms, rank, self.leaf_out, **options) * std
         leaves_b[-1].zero_()
         self.leaves_b = nn.Parameter(leaves_b)
-        self.router = Router(n_tasks, n_terms, selector=selector).to(weight.device)
+        self.router = Router(n_tasks, n_terms, selector=selector).to(device=weight.device, dtype=weight.dtype)
 
     def term_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the unrouted terms: A_k (term, rank, d_in) and B_k (term, rank, d_out)."""
