@@ -1,0 +1,106 @@
+"""Run outputs written atomically: results.json, results.md, config.json and router.png."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+__all__ = ["atomic_write_text", "atomic_write_json", "results_markdown", "write_t0_outputs"]
+
+logger = logging.getLogger(__name__)
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
+
+    A reader sees either the old file or the complete new one, never a truncated file, even
+    when the process is killed mid-write.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(text)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
+    atomic_write_text(path, json.dumps(value, indent=2, sort_keys=False) + "\n")
+
+
+def results_markdown(results: dict[str, Any]) -> str:
+    """The results table: per task, mean and spread over seeds of the median accuracy over templates."""
+    config = results["config"]
+    model = config.get("model") or f"preset {config.get('preset')}"
+    lines = [
+        f"# T0 held-out tasks: {config['method']} on {model}",
+        "",
+        f"Trainable parameters: {results['trainable_parameters']:,}. Accuracy by rank classification "
+        f"({'length-normalised' if config['length_normalize'] else 'summed'} log-likelihood): median over "
+        "templates for each seed, then mean ± standard deviation over seeds.",
+        "",
+        "| task | accuracy (%) | seeds | templates | examples per template |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    summary = results["summary"]
+    for task, row in summary.items():
+        examples = sorted({r["n_examples"] for r in results["records"] if r["task"] == task})
+        shown = str(examples[0]) if len(examples) == 1 else f"{examples[0]}-{examples[-1]}"
+        lines.append(
+            f"| {task} | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} | {row['n_seeds']} | "
+            f"{row['n_templates']} | {shown} |"
+        )
+    if summary:
+        average = sum(row["mean"] for row in summary.values()) / len(summary)
+        lines.append(f"| **average** | **{100 * average:.1f}** | | | |")
+    lines += ["", f"Run time: {results['seconds']:.0f} s."]
+    return "\n".join(lines) + "\n"
+
+
+def _write_router_plot(path: Path, allocation: dict[str, list[float]]) -> bool:
+    if not allocation:
+        return False
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from .plots import plot_allocation
+
+    tasks = list(allocation)
+    matrix = np.array([allocation[task] for task in tasks])
+    fig, _ = plot_allocation(
+        matrix, tasks, [f"term {k}" for k in range(matrix.shape[1])],
+        title="Routing weights per task (mean over adapted layers and seeds)",
+    )
+    temporary = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(temporary, dpi=120)
+    plt.close(fig)
+    os.replace(temporary, path)
+    return True
+
+
+def write_t0_outputs(out_dir: str | os.PathLike[str], results: dict[str, Any]) -> list[Path]:
+    """Write the four outputs of a T0 run into ``out_dir`` and return their paths."""
+    out_dir = Path(out_dir)
+    written = [out_dir / "config.json", out_dir / "results.json", out_dir / "results.md"]
+    atomic_write_json(written[0], results["config"])
+    atomic_write_json(written[1], results)
+    atomic_write_text(written[2], results_markdown(results))
+    router = out_dir / "router.png"
+    if _write_router_plot(router, results.get("allocation", {})):
+        written.append(router)
+    else:
+        logger.info("method %s has no router, so no router.png was written", results["config"]["method"])
+    return written
