@@ -7,9 +7,11 @@ other module picks letters of its own.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
-__all__ = ["INDEX_LETTERS", "letter", "equation"]
+from opt_einsum import get_symbol
+
+__all__ = ["INDEX_LETTERS", "letter", "assign_letters", "equation"]
 
 # One letter per named dimension. Names are the ones used in docstrings across the package.
 INDEX_LETTERS: dict[str, str] = {
@@ -40,7 +42,38 @@ def letter(name: str) -> str:
         raise ValueError(f"unknown dimension name {name!r}; known names are: {known}") from None
 
 
-def equation(inputs: Sequence[Sequence[str]], output: Sequence[str]) -> str:
+def assign_letters(names: Iterable[str]) -> dict[str, str]:
+    """Give every dimension name in ``names`` its own einsum letter.
+
+    Names in :data:`INDEX_LETTERS` keep their letter, so equations of known dimensions read the
+    same everywhere. Other names (for example ``"d_in_0"``, one leg of a factored input) take the
+    first unused symbol of :func:`opt_einsum.get_symbol` in order of first appearance, so the
+    same names always get the same letters.
+
+    Returns
+    -------
+    dict
+        Name to letter, one entry per distinct name.
+    """
+    distinct = list(dict.fromkeys(names))
+    letters = {name: INDEX_LETTERS[name] for name in distinct if name in INDEX_LETTERS}
+    used = set(letters.values())
+    position = 0
+    for name in distinct:
+        if name in letters:
+            continue
+        while get_symbol(position) in used:
+            position += 1
+        letters[name] = get_symbol(position)
+        used.add(letters[name])
+    return letters
+
+
+def equation(
+    inputs: Sequence[Sequence[str]],
+    output: Sequence[str],
+    letters: Mapping[str, str] | None = None,
+) -> str:
     """Build an einsum equation from named dimensions.
 
     Parameters
@@ -49,11 +82,15 @@ def equation(inputs: Sequence[Sequence[str]], output: Sequence[str]) -> str:
         One sequence of dimension names per operand, e.g. ``[("batch", "d_in"), ("d_in", "rank")]``.
     output
         Dimension names of the result, e.g. ``("batch", "rank")``.
+    letters
+        Name to letter, as returned by :func:`assign_letters`. ``None`` accepts only the names
+        of :data:`INDEX_LETTERS`.
 
     Returns
     -------
     str
         The equation, e.g. ``"bi,ir->br"``.
     """
-    terms = ["".join(letter(name) for name in operand) for operand in inputs]
-    return ",".join(terms) + "->" + "".join(letter(name) for name in output)
+    lookup = letter if letters is None else letters.__getitem__
+    terms = ["".join(lookup(name) for name in operand) for operand in inputs]
+    return ",".join(terms) + "->" + "".join(lookup(name) for name in output)

@@ -1,0 +1,135 @@
+"""Planned TensorPoly-I update against hand-written bmm and plain opt_einsum, at T5-large layer shapes.
+
+For each order, the forward-plus-backward time of three ways to compute ``x A B`` is measured
+side by side, interleaved, and the medians are printed as ratios to the hand-written path:
+
+- ``hand``: materialise A and B with :func:`~tensorpoly_tn.tlora.kron_leaves`, mix the terms per
+  example, then two ``bmm`` (the reference path of :class:`~tensorpoly_tn.TensorPolyLinear`);
+- ``planned``: :func:`tensorpoly_tn.planner.adapters.tlora_update`;
+- ``plain``: one :func:`opt_einsum.contract` over the whole network with default settings.
+
+The planner's FLOPs are compared with cotengra's optimised path for the same network when
+cotengra is installed, and the warm cache look-up is timed against the planned step.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import opt_einsum
+import torch
+
+from ..planner.adapters import tlora_network, tlora_nodes, tlora_update
+from ..planner.plan import Plan, _unfold
+from ..tlora import kron_leaves, leaf_length
+
+__all__ = ["add_arguments", "run"]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--orders", type=int, nargs="+", default=[2, 4, 8], help="TLoRA orders to measure")
+    parser.add_argument("--repeats", type=int, default=7, help="timed repeats per method and order (after 2 warm-up runs)")
+    parser.add_argument("--batch", type=int, default=8, help="batch size")
+    parser.add_argument("--seq", type=int, default=256, help="sequence length")
+    parser.add_argument("--d-in", type=int, default=1024, help="input width (T5-large d_model)")
+    parser.add_argument("--d-out", type=int, default=2816, help="output width (T5-large d_ff)")
+    parser.add_argument("--rank", type=int, default=16, help="LoRA rank")
+    parser.add_argument("--n-terms", type=int, default=8, help="TLoRA terms (latent experts)")
+    parser.add_argument("--normalize", choices=["none", "pairwise"], default="pairwise", help="leaf normalisation")
+    parser.add_argument("--no-plain", action="store_true", help="skip the plain opt_einsum expression (slow at order 8)")
+
+
+def _hand(x, leaves_a, leaves_b, weights, d_out, normalize):
+    terms_a = kron_leaves(leaves_a, x.shape[-1], normalize)  # (term, rank, d_in)
+    terms_b = kron_leaves(leaves_b, d_out, normalize)  # (term, rank, d_out)
+    a = torch.einsum("bk,kri->bir", weights, terms_a)  # (batch, d_in, rank)
+    b = torch.einsum("bk,kro->bro", weights, terms_b)  # (batch, rank, d_out)
+    return torch.bmm(torch.bmm(x, a), b)  # (batch, seq, d_out)
+
+
+def _plain(network, x, leaves_a, leaves_b, weights, d_out, normalize):
+    """The whole network as one default opt_einsum contraction, input unfolded and output folded."""
+    nodes_a, nodes_b = tlora_nodes(leaves_a, normalize), tlora_nodes(leaves_b, normalize)
+    sizes = network.sizes
+    parts_in, _ = network.fused["d_in"]
+    parts_out, _ = network.fused["d_out"]
+    unfolded = _unfold(x, 2, [sizes[part] for part in parts_in])  # (batch, seq, d_in_0, ...)
+    result = opt_einsum.contract(network.equation(("batch", "seq", "d_out")), unfolded, *nodes_a, weights, *nodes_b, weights)
+    return result.flatten(2)[..., :d_out]  # (batch, seq, d_out)
+
+
+def _time(function, tensors) -> float:
+    for tensor in tensors:
+        tensor.grad = None
+    start = time.perf_counter()
+    function().square().mean().backward()
+    return time.perf_counter() - start
+
+
+def _cotengra_flops(equation: str, shapes) -> float | None:
+    try:
+        import cotengra
+    except ImportError:
+        return None
+    optimizer = cotengra.HyperOptimizer(max_repeats=32, progbar=False, minimize="flops")
+    _, info = opt_einsum.contract_path(equation, *shapes, shapes=True, optimize=optimizer)
+    return float(info.opt_cost)
+
+
+def _measure_order(args, order: int) -> None:
+    torch.manual_seed(order)
+    leaf_in, leaf_out = leaf_length(args.d_in, order), leaf_length(args.d_out, order)
+    x = torch.randn(args.batch, args.seq, args.d_in)
+    leaves_a = torch.randn(order, args.n_terms, args.rank, leaf_in, requires_grad=True)
+    leaves_b = torch.randn(order, args.n_terms, args.rank, leaf_out, requires_grad=True)
+    weights = torch.rand(args.batch, args.n_terms, requires_grad=True)
+    tensors = [leaves_a, leaves_b, weights]
+    network = tlora_network(args.batch, args.seq, args.d_in, args.d_out, args.rank, args.n_terms, order,
+                            leaf_in, leaf_out, args.normalize, routed=True)
+    methods = {
+        "hand": lambda: _hand(x, leaves_a, leaves_b, weights, args.d_out, args.normalize),
+        "planned": lambda: tlora_update(x, leaves_a, leaves_b, args.d_out, args.normalize, weights),
+    }
+    if not args.no_plain:
+        methods["plain"] = lambda: _plain(network, x, leaves_a, leaves_b, weights, args.d_out, args.normalize)
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for repeat in range(args.repeats + 2):
+        for name, function in methods.items():
+            elapsed = _time(function, tensors)
+            if repeat >= 2:
+                times[name].append(elapsed)
+    medians = {name: statistics.median(values) for name, values in times.items()}
+
+    contraction = Plan(network, ("batch", "seq", "d_out"))
+    report = contraction.report()
+    nodes = [x, *tlora_nodes(leaves_a, args.normalize), weights, *tlora_nodes(leaves_b, args.normalize), weights]
+    contraction.compiled(nodes)
+    lookups = []
+    for _ in range(200):
+        start = time.perf_counter()
+        contraction.compiled(nodes)
+        lookups.append(time.perf_counter() - start)
+    lookup = statistics.median(lookups)
+    cotengra = _cotengra_flops(network.equation(("batch", "seq", "d_out")), network.expanded_shapes())
+
+    ratios = "  ".join(f"{name} {medians[name] / medians['hand']:.2f}x" for name in methods if name != "hand")
+    print(f"order {order}: hand {medians['hand'] * 1e3:.1f} ms  {ratios}  (median of {args.repeats})")
+    print(f"  planned strategy {report.strategy}, {report.flops:.3e} FLOPs, largest intermediate {report.largest_intermediate:.3e}")
+    if cotengra is None:
+        print("  cotengra not installed: FLOP comparison skipped")
+    else:
+        print(f"  cotengra path over the whole network {cotengra:.3e} FLOPs; planned / cotengra {report.flops / cotengra:.3f}")
+    print(f"  warm cache look-up {lookup * 1e6:.1f} us = {100 * lookup / medians['planned']:.3f}% of the planned step")
+
+
+def run(args: argparse.Namespace) -> int:
+    print(
+        f"TensorPoly-I update, forward + backward: batch {args.batch}, seq {args.seq}, d_in {args.d_in}, "
+        f"d_out {args.d_out}, rank {args.rank}, n_terms {args.n_terms}, normalize {args.normalize}, "
+        f"{torch.get_num_threads()} threads"
+    )
+    for order in args.orders:
+        _measure_order(args, order)
+    return 0

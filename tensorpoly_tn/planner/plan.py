@@ -1,0 +1,160 @@
+"""``plan(network)``: a callable contraction cached by the shapes, dtypes and devices of each call."""
+
+from __future__ import annotations
+
+import copy
+import logging
+import math
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+
+from ..network import TensorNetwork
+from .core import PlanReport, Stage, build_stages
+from .strategies import STRATEGIES
+
+__all__ = ["Plan", "plan", "BACKEND"]
+
+logger = logging.getLogger(__name__)
+
+#: The opt_einsum backend the expressions run with; see :mod:`tensorpoly_tn.planner.backend`.
+BACKEND = "tensorpoly_tn.planner.backend"
+
+
+def _unfold(tensor: torch.Tensor, axis: int, parts_sizes: Sequence[int]) -> torch.Tensor:
+    """Pad axis ``axis`` with zeros to the product of ``parts_sizes`` and split it into those axes."""
+    total = math.prod(parts_sizes)
+    missing = total - tensor.shape[axis]
+    if missing:
+        padding = [0, 0] * (tensor.dim() - 1 - axis) + [0, missing]
+        tensor = F.pad(tensor, padding)  # the fused axis grows to ``total``
+    return tensor.reshape(*tensor.shape[:axis], *parts_sizes, *tensor.shape[axis + 1 :])
+
+
+def _fold(tensor: torch.Tensor, axis: int, n_parts: int, size: int) -> torch.Tensor:
+    """Merge ``n_parts`` axes starting at ``axis`` into one and keep its first ``size`` entries."""
+    merged = tensor.flatten(axis, axis + n_parts - 1)  # the parts become one axis
+    return merged if merged.shape[axis] == size else merged.narrow(axis, 0, size)
+
+
+def _run_stage(network: TensorNetwork, stage: Stage, operands: list[torch.Tensor]) -> torch.Tensor:
+    """Unfold the operands that need it, run the stage's expression and fold its output."""
+    sizes = network.sizes
+    operands = list(operands)
+    unfold = set(stage.unfold)
+    for position, indices in enumerate(stage.operand_indices):
+        # Right to left, so that splitting one axis leaves the positions of the earlier ones.
+        for axis in reversed(range(len(indices))):
+            if (position, indices[axis]) in unfold:
+                parts = network.fused[indices[axis]][0]
+                operands[position] = _unfold(operands[position], axis, [sizes[part] for part in parts])
+    result = stage.expression(*operands, backend=BACKEND)
+    widths = [len(network.fused[index][0]) if index in stage.fold else 1 for index in stage.output]
+    for position in reversed(range(len(stage.output))):
+        index = stage.output[position]
+        if index in stage.fold:
+            result = _fold(result, sum(widths[:position]), widths[position], network.fused[index][1])
+    return result
+
+
+class Plan:
+    """A planned contraction of a network, callable on torch tensors.
+
+    Call it with one tensor per node, by position (the order the nodes were added) or by name.
+    Sizes may differ from the network's between calls (batch and sequence, say); each new set of
+    shapes, dtypes and devices is planned once and cached. Autograd flows through every step.
+    """
+
+    def __init__(self, network: TensorNetwork, output: Sequence[str] | None = None, optimize: str = "auto", strategy: str = "auto") -> None:
+        if strategy != "auto" and strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be 'auto' or one of {STRATEGIES}, got {strategy!r}")
+        self.network = network
+        self.output = network.check(output)
+        self.optimize = optimize
+        self.strategy = strategy
+        self._cache: dict[tuple, tuple[TensorNetwork, PlanReport]] = {}
+        self._last: PlanReport | None = None
+
+    def _resized(self, tensors: Sequence[torch.Tensor]) -> TensorNetwork:
+        """A copy of the network with the sizes of ``tensors``; mismatches raise ``ValueError``."""
+        resized = TensorNetwork(self.network.hyper_indices)
+        for node, tensor in zip(self.network.nodes, tensors):
+            if tensor.dim() != len(node.indices):
+                raise ValueError(
+                    f"tensor {node.name!r} must have {len(node.indices)} dimensions {node.indices}, "
+                    f"got shape {tuple(tensor.shape)}"
+                )
+            resized.add(node.name, node.indices, tensor.shape, role=node.role, group=node.group)
+        for name, (parts, size) in self.network.fused.items():
+            resized.fuse(name, parts, resized.sizes.get(name, size))
+        return resized
+
+    def _ordered(self, args: tuple, kwargs: dict) -> list[torch.Tensor]:
+        names = [node.name for node in self.network.nodes]
+        if args and kwargs:
+            raise TypeError("pass the tensors either all by position or all by name, not both")
+        if kwargs:
+            missing = [name for name in names if name not in kwargs]
+            extra = [name for name in kwargs if name not in names]
+            if missing or extra:
+                raise TypeError(f"tensors missing: {missing}, unknown: {extra}; the network's tensors are {names}")
+            return [kwargs[name] for name in names]
+        if len(args) != len(names):
+            raise TypeError(f"expected {len(names)} tensors {names}, got {len(args)}")
+        return list(args)
+
+    def compiled(self, tensors: Sequence[torch.Tensor]) -> tuple[TensorNetwork, PlanReport]:
+        """Return the resized network and report for these tensors, planning them on a cache miss."""
+        key = tuple((tuple(t.shape), t.dtype, t.device) for t in tensors)
+        entry = self._cache.get(key)
+        if entry is None:
+            resized = self._resized(tensors)
+            entry = (resized, build_stages(resized, self.output, self.optimize, self.strategy))
+            self._cache[key] = entry
+            logger.debug("new plan for shapes %s:\n%s", [k[0] for k in key], entry[1].describe())
+        return entry
+
+    def __call__(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
+        """Contract the network; returns a tensor with the output indices in order."""
+        tensors = self._ordered(args, kwargs)
+        network, report = self.compiled(tensors)
+        self._last = report
+        by_name = {node.name: tensor for node, tensor in zip(network.nodes, tensors)}
+        for position, stage in enumerate(report.stages):
+            operands = [by_name[name] for name in stage.operands]
+            by_name[f"stage:{position}"] = _run_stage(network, stage, operands)
+        return by_name[f"stage:{len(report.stages) - 1}"]
+
+    def report(self) -> PlanReport:
+        """Return the report for the last call's shapes, or for the network's own sizes before any call."""
+        if self._last is None:
+            self._last = build_stages(self.network, self.output, self.optimize, self.strategy)
+        return self._last
+
+    def __repr__(self) -> str:
+        return f"Plan({self.network.equation(self.output)!r}, optimize={self.optimize!r}, strategy={self.strategy!r})"
+
+
+def plan(network: TensorNetwork, output: Sequence[str] | None = None, optimize: str = "auto", strategy: str = "auto") -> Plan:
+    """Plan the contraction of ``network`` down to ``output``.
+
+    Parameters
+    ----------
+    network
+        The tensor network; its sizes are the first shapes planned, later calls may use others.
+    output
+        Output indices in order; ``None`` uses :meth:`TensorNetwork.default_output`.
+    optimize
+        opt_einsum path optimiser for every stage (``"auto"``, ``"optimal"``, ``"dp"``, ...).
+    strategy
+        ``"auto"`` to take the candidate with the fewest FLOPs, or one of
+        :data:`~tensorpoly_tn.planner.strategies.STRATEGIES` to force it.
+
+    Returns
+    -------
+    Plan
+        Callable on one torch tensor per node; :meth:`Plan.report` gives the path, FLOPs,
+        largest intermediate and chosen strategy.
+    """
+    return Plan(copy.deepcopy(network), output, optimize, strategy)
