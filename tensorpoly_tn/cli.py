@@ -14,6 +14,7 @@ __all__ = ["main", "build_parser", "COMMAND_MODULES"]
 COMMAND_MODULES: dict[str, str] = {
     "t0": "tensorpoly_tn.commands.t0",
     "bench": "tensorpoly_tn.commands.bench",
+    "params": "tensorpoly_tn.commands.params",
 }
 
 

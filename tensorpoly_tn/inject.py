@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 from collections.abc import Iterator, Sequence
@@ -12,9 +13,21 @@ import torch
 from torch import nn
 
 from .config import TensorPolyConfig
-from .layers import AdapterLinear, LoRALinear, TensorPolyLinear
+from .layers import AdapterLinear
+from .layers.registry import get_method_builder
+from .routing import Router, get_selector
 
-__all__ = ["AdapterReport", "apply_adapters", "adapter_layers", "use_tasks", "build_layer"]
+__all__ = [
+    "AdapterReport",
+    "apply_adapters",
+    "adapter_layers",
+    "use_tasks",
+    "build_layer",
+    "routers",
+    "add_tasks",
+    "train_routers_only",
+    "finish_router_tuning",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -36,21 +49,16 @@ class AdapterReport:
 
 
 def build_layer(base_layer: nn.Linear, config: TensorPolyConfig) -> AdapterLinear:
-    """Wrap one linear layer with the adapter that ``config.method`` names."""
-    if config.method == "lora":
-        return LoRALinear(base_layer, config.rank, config.scaling)
-    if config.method == "tensorpoly-1":
-        return TensorPolyLinear(
-            base_layer,
-            rank=config.rank,
-            n_tasks=config.n_tasks,
-            n_terms=config.n_terms,
-            order=config.order,
-            normalize=config.normalize,
-            scaling=config.scaling,
-            selector=config.selector,
-        )
-    raise ValueError(f"unknown method {config.method!r}")
+    """Wrap one linear layer with the adapter that ``config.method`` names.
+
+    The layer keeps ``config`` as ``adapter_config``, which :func:`tensorpoly_tn.save_adapters` writes
+    out, and takes the training mode of ``base_layer``, so that adapters put into a model in
+    evaluation mode do not sample their routing.
+    """
+    layer = get_method_builder(config.method)(base_layer, config)
+    layer.adapter_config = config
+    layer.train(base_layer.training)
+    return layer
 
 
 def adapter_layers(model: nn.Module) -> dict[str, AdapterLinear]:
@@ -61,7 +69,8 @@ def adapter_layers(model: nn.Module) -> dict[str, AdapterLinear]:
 def apply_adapters(model: nn.Module, config: TensorPolyConfig) -> AdapterReport:
     """Replace the linears whose names match ``config.target_modules`` and freeze the rest.
 
-    The model is changed in place. Only adapter parameters (and routers) stay trainable.
+    The model is changed in place. Only adapter parameters (and routers) stay trainable; with
+    ``config.router_only`` only the routers, see :func:`train_routers_only`.
 
     Raises
     ------
@@ -87,6 +96,9 @@ def apply_adapters(model: nn.Module, config: TensorPolyConfig) -> AdapterReport:
         parent_name, _, child_name = name.rpartition(".")
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child_name, build_layer(getattr(parent, child_name), config))
+
+    if config.router_only:
+        train_routers_only(model, config.tuned_task)
 
     report = AdapterReport(
         replaced=targets,
@@ -120,6 +132,11 @@ def use_tasks(model: nn.Module, task_ids: int | Sequence[int] | torch.Tensor) ->
 
     ``task_ids`` gives one task per row of the batch, shape (batch,), or one int for the whole
     batch. Ids are checked against each router. The ids are cleared on exit, also on error.
+
+    A layer whose batch is ``n`` times the number of ids repeats each id ``n`` times in a row
+    (``repeat_interleave``). That is how ``model.generate()`` with ``num_beams`` or
+    ``num_return_sequences`` expands the batch after the encoder, so the ids given for the
+    inputs of ``generate()`` follow every beam and returned sequence.
     """
     layers = list(adapter_layers(model).values())
     if not layers:
@@ -137,3 +154,78 @@ def use_tasks(model: nn.Module, task_ids: int | Sequence[int] | torch.Tensor) ->
     finally:
         for layer, ids in zip(layers, previous):
             layer.task_ids = ids
+
+
+def routers(model: nn.Module) -> dict[str, Router]:
+    """Return the routers of the adapter layers of ``model`` by module name."""
+    return {name: module for name, module in model.named_modules() if isinstance(module, Router)}
+
+
+def _require_routers(model: nn.Module) -> dict[str, Router]:
+    found = routers(model)
+    if not found:
+        methods = sorted({layer.method for layer in adapter_layers(model).values()})
+        raise ValueError(
+            f"the model has no routers (adapter methods {methods}); routing needs one of the methods "
+            "poly, mhr, tensorpoly-1 or tensorpoly-2"
+        )
+    return found
+
+
+def add_tasks(model: nn.Module, count: int = 1) -> int:
+    """Append ``count`` task rows to every router of ``model``; return the first new task id.
+
+    New rows are drawn as the initial logits are, so a new task starts near uniform weights. The
+    ``n_tasks`` of each layer's ``adapter_config`` is raised to match.
+    """
+    first_ids = {router.add_tasks(count) for router in _require_routers(model).values()}
+    if len(first_ids) != 1:
+        raise ValueError(f"the routers of the model had different task counts {sorted(first_ids)}; cannot add a task to all")
+    for layer in adapter_layers(model).values():
+        config = getattr(layer, "adapter_config", None)
+        if config is not None:
+            layer.adapter_config = dataclasses.replace(config, n_tasks=config.n_tasks + count, tuned_task=None)
+    return first_ids.pop()
+
+
+def train_routers_only(model: nn.Module, task: int | None = None) -> int:
+    """Freeze every adapter factor and leave only routing trainable (the "-z" variants).
+
+    Parameters
+    ----------
+    model
+        A model with routed adapters.
+    task
+        ``None`` trains every router row. A task id trains only that task's row of each router,
+        held in a separate parameter ``router.tuned_logits`` so that no other row changes,
+        whatever the optimiser. Call :func:`finish_router_tuning` to write it back.
+
+    Returns
+    -------
+    int
+        The number of trainable parameters left in the model.
+    """
+    found = _require_routers(model)
+    for parameter in model.parameters():
+        parameter.requires_grad_(False)
+    for name, router in found.items():
+        if not get_selector(router.selector).uses_logits:
+            raise ValueError(
+                f"router {name!r} uses the {router.selector!r} selector, which ignores its logits, "
+                "so router-only training would train nothing; use a selector such as 'sigmoid'"
+            )
+    for router in found.values():
+        if task is None:
+            router.finish_tuning()
+            router.logits.requires_grad_(True)
+        else:
+            router.tune_only(task)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    logger.info("router-only training: %d trainable parameters (task %s)", trainable, "all" if task is None else task)
+    return trainable
+
+
+def finish_router_tuning(model: nn.Module) -> None:
+    """Write every router's tuned row back into its logits (see :meth:`Router.finish_tuning`)."""
+    for router in routers(model).values():
+        router.finish_tuning()

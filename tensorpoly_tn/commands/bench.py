@@ -8,7 +8,10 @@ import importlib
 __all__ = ["register", "BENCHMARK_MODULES"]
 
 # Benchmark name -> module with ``add_arguments(parser)`` and ``run(args) -> int``.
-BENCHMARK_MODULES: dict[str, str] = {}
+BENCHMARK_MODULES: dict[str, str] = {
+    "methods": "tensorpoly_tn.bench.methods",
+    "planner": "tensorpoly_tn.bench.planner",
+}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

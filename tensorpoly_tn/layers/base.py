@@ -73,6 +73,20 @@ class AdapterLinear(nn.Module):
         """
         raise NotImplementedError
 
+    def update(self, inputs: torch.Tensor, task_ids: torch.Tensor | None) -> torch.Tensor:
+        """Return the unscaled update ``x A B`` (batch, seq, d_out) of ``inputs`` (batch, seq, d_in).
+
+        This default materialises the factors with :meth:`factors` and applies them with two
+        ``bmm``; layers with a tensor network of their own override it to run that network
+        through :mod:`tensorpoly_tn.planner`.
+        """
+        a, b = self.factors(task_ids)
+        a, b = a.to(inputs.dtype), b.to(inputs.dtype)
+        if a.shape[0] == 1 and inputs.shape[0] != 1:
+            a = a.expand(inputs.shape[0], -1, -1)  # (batch, d_in, rank)
+            b = b.expand(inputs.shape[0], -1, -1)  # (batch, rank, d_out)
+        return torch.bmm(torch.bmm(inputs, a), b)  # (batch, seq, d_out), equal to _UPDATE_EQUATION
+
     def _task_ids_for(self, batch: int) -> torch.Tensor | None:
         if not self.routed:
             return None
@@ -84,10 +98,15 @@ class AdapterLinear(nn.Module):
         task_ids = self.task_ids
         if task_ids.shape[0] == 1 and batch != 1:
             return task_ids.expand(batch)
+        # generate() with beams or num_return_sequences repeats each row n times in a row
+        # (repeat_interleave) after the encoder; the ids follow the same way.
+        if task_ids.shape[0] != batch and task_ids.shape[0] > 0 and batch % task_ids.shape[0] == 0:
+            return task_ids.repeat_interleave(batch // task_ids.shape[0])
         if task_ids.shape[0] != batch:
             raise ValueError(
                 f"use_tasks was given {task_ids.shape[0]} task ids but the input batch has {batch} rows; "
-                "pass one task id per row, or a single id for the whole batch"
+                "pass one task id per row, a single id for the whole batch, or ids whose count divides "
+                "the batch (each id then covers that many consecutive rows)"
             )
         return task_ids
 
@@ -110,12 +129,7 @@ class AdapterLinear(nn.Module):
         if inputs.dim() != 3:
             raise ValueError(f"input must have shape (batch, seq, d_in) or (batch, d_in), got {tuple(x.shape)}")
         task_ids = self._task_ids_for(inputs.shape[0])
-        a, b = self.factors(None if task_ids is None else task_ids.to(inputs.device))
-        a, b = a.to(inputs.dtype), b.to(inputs.dtype)
-        if a.shape[0] == 1 and inputs.shape[0] != 1:
-            a = a.expand(inputs.shape[0], -1, -1)  # (batch, d_in, rank)
-            b = b.expand(inputs.shape[0], -1, -1)  # (batch, rank, d_out)
-        update = torch.bmm(torch.bmm(inputs, a), b)  # (batch, seq, d_out), equal to _UPDATE_EQUATION
+        update = self.update(inputs, None if task_ids is None else task_ids.to(inputs.device))
         if squeeze:
             update = update.squeeze(1)
         return result + self.scaling * update

@@ -7,6 +7,7 @@ import math
 import torch
 from torch import nn
 
+from ..planner.adapters import lora_update
 from .base import AdapterLinear
 
 __all__ = ["LoRALinear"]
@@ -31,3 +32,7 @@ class LoRALinear(AdapterLinear):
     def factors(self, task_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return A (1, d_in, rank) and B (1, rank, d_out), shared by every task."""
         return self.lora_a.unsqueeze(0), self.lora_b.unsqueeze(0)
+
+    def update(self, inputs: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``x A B`` (batch, seq, d_out) for ``inputs`` (batch, seq, d_in), planned by :mod:`tensorpoly_tn.planner`."""
+        return lora_update(inputs, self.lora_a.to(inputs.dtype), self.lora_b.to(inputs.dtype))

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from ..indices import equation
+from ..planner.adapters import tlora_update
 from ..routing import Router
 from ..tlora import NORMALIZE_CHOICES, Normalize, check_positive, kron_leaves, leaf_length
 from .base import AdapterLinear
@@ -104,6 +105,17 @@ class TensorPolyLinear(AdapterLinear):
         a = torch.einsum(_MIX_A, weights, terms_a)  # (batch, d_in, rank)
         b = torch.einsum(_MIX_B, weights, terms_b)  # (batch, rank, d_out)
         return a, b
+
+    def update(self, inputs: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """Return ``x A B`` (batch, seq, d_out) for ``inputs`` (batch, seq, d_in) without forming A per token.
+
+        The TensorPoly-I network (leaves, or the normalised children of the root product, and the
+        routing weights) runs through :mod:`tensorpoly_tn.planner`, which picks the cheapest
+        contraction order for the shapes; the result equals :meth:`factors` then ``bmm``.
+        """
+        weights = self.router(task_ids).to(inputs.dtype)  # (batch, term)
+        leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)
+        return tlora_update(inputs, leaves_a, leaves_b, self.out_features, self.normalize, weights)
 
     def extra_repr(self) -> str:
         return (

@@ -1,0 +1,120 @@
+r"""TensorPoly-II: TLoRA leaves routed per order, then multiplied.
+
+Each order ``n`` has its own router row per task. The leaves of one order are mixed over the
+terms first, and the mixed leaves are then multiplied (Kronecker product over the orders):
+
+.. math::
+
+    \bar a^{(n)}_{t j} = \sum_{k} w^{(n)}_{t k}\, a^{(n)}_{k j}, \qquad
+    A_{t, :, j} = \big[\bar a^{(1)}_{t j} \otimes \dots \otimes \bar a^{(N)}_{t j}\big]_{1:d_\mathrm{in}}
+
+and the same for B. TensorPoly-I instead mixes whole products, ``A_t = sum_k w_tk (a^(1)_k x ... x a^(N)_k)``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..indices import equation
+from ..routing import Router
+from ..tlora import NORMALIZE_CHOICES, Normalize, check_positive, kron_leaves, leaf_length
+from .base import AdapterLinear
+from .mixing import factors_per_distinct_task, tlora_leaves
+
+__all__ = ["TensorPoly2Linear"]
+
+# mixed[n, b, r, p] = sum_k w[b, n, k] leaves[n, k, r, p]
+_MIX_LEAVES_A = equation(
+    [("batch", "order", "term"), ("order", "term", "rank", "leaf_in")], ("order", "batch", "rank", "leaf_in")
+)
+_MIX_LEAVES_B = equation(
+    [("batch", "order", "term"), ("order", "term", "rank", "leaf_out")], ("order", "batch", "rank", "leaf_out")
+)
+
+
+class TensorPoly2Linear(AdapterLinear):
+    """A frozen linear layer adapted by TLoRA leaves mixed per task and per order (TensorPoly-II).
+
+    Parameters
+    ----------
+    base_layer
+        The linear layer to adapt (frozen).
+    rank
+        LoRA rank r.
+    n_tasks
+        Rows of each order's router.
+    n_terms
+        K, the number of leaves per order that the router mixes.
+    order
+        N, the number of mixed leaves multiplied per factor column.
+    normalize
+        ``"pairwise"`` or ``"none"``, as in :func:`tensorpoly_tn.tlora.kron_leaves`.
+    scaling
+        Factor on the update; ``None`` means ``1 / rank``.
+    selector
+        Router selector, see :mod:`tensorpoly_tn.routing`.
+
+    Attributes
+    ----------
+    leaves_a
+        Parameter of shape (order, n_terms, rank, leaf_in), ``leaf_in = ceil(d_in ** (1/order))``.
+    leaves_b
+        Parameter of shape (order, n_terms, rank, leaf_out).
+    router
+        :class:`Router` with one split per order: logits of shape (n_tasks, order * n_terms).
+
+    Notes
+    -----
+    Leaves are drawn from ``N(0, s^2)`` with ``s = sqrt(K) * d_in ** (-1 / (2 N))``: at uniform
+    routing a mixed leaf then has variance ``s^2 / K`` and, under ``normalize="none"``, the product
+    of the N mixed leaves has variance ``1 / d_in`` per entry. The last leaf of B starts at zero,
+    so every mixed last leaf is zero, B_t is zero and the adapted layer equals the base layer at step 0.
+    """
+
+    method = "tensorpoly-2"
+
+    def __init__(
+        self,
+        base_layer: nn.Linear,
+        rank: int,
+        n_tasks: int,
+        n_terms: int,
+        order: int,
+        normalize: Normalize = "pairwise",
+        scaling: float | None = None,
+        selector: str = "sigmoid",
+    ) -> None:
+        super().__init__(base_layer, rank, scaling)
+        check_positive("n_terms", n_terms)
+        check_positive("order", order)
+        if normalize not in NORMALIZE_CHOICES:
+            raise ValueError(f"normalize must be one of {NORMALIZE_CHOICES}, got {normalize!r}")
+        self.n_terms = n_terms
+        self.order = order
+        self.normalize = normalize
+        self.leaf_in = leaf_length(self.in_features, order)
+        self.leaf_out = leaf_length(self.out_features, order)
+        weight = base_layer.weight
+        std = n_terms**0.5 * self.in_features ** (-1.0 / (2 * order))
+        self.leaves_a = nn.Parameter(tlora_leaves(order, n_terms, rank, self.leaf_in, std, False, weight))
+        self.leaves_b = nn.Parameter(tlora_leaves(order, n_terms, rank, self.leaf_out, std, True, weight))
+        self.router = Router(n_tasks, n_terms, selector=selector, n_splits=order).to(weight.device)
+
+    def _build(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        weights = self.router.weights(task_ids).to(self.leaves_a.dtype)  # (task, order, term)
+        mixed_a = torch.einsum(_MIX_LEAVES_A, weights, self.leaves_a)  # (order, task, rank, leaf_in)
+        mixed_b = torch.einsum(_MIX_LEAVES_B, weights, self.leaves_b)  # (order, task, rank, leaf_out)
+        a = kron_leaves(mixed_a, self.in_features, self.normalize)  # (task, rank, d_in)
+        b = kron_leaves(mixed_b, self.out_features, self.normalize)  # (task, rank, d_out)
+        return a.transpose(1, 2), b  # (task, d_in, rank), (task, rank, d_out)
+
+    def factors(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return A (batch, d_in, rank) and B (batch, rank, d_out) for ``task_ids`` (batch,)."""
+        return factors_per_distinct_task(task_ids, self._build)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{super().extra_repr()}, n_terms={self.n_terms}, order={self.order}, "
+            f"normalize={self.normalize!r}, leaf_in={self.leaf_in}, leaf_out={self.leaf_out}"
+        )
