@@ -10,6 +10,12 @@ side by side, interleaved, and the medians are printed as ratios to the hand-wri
 
 The planner's FLOPs are compared with cotengra's optimised path for the same network when
 cotengra is installed, and the warm cache look-up is timed against the planned step.
+
+With ``--shapes tiny`` (or ``both``, the default) it also times a
+:class:`~tensorpoly_tn.TensorPolyLinear` of the tiny T5 preset (d_model 64, d_ff 128, rank 4,
+n_terms 4, pairwise) at its three layer shapes: ``layer.update`` (planned) against
+``AdapterLinear.update`` (the factors and two ``bmm``), forward plus backward, and prints the
+median ratio. At these widths per-call overhead and memory traffic, not FLOPs, set the time.
 """
 
 from __future__ import annotations
@@ -20,7 +26,10 @@ import time
 
 import opt_einsum
 import torch
+from torch import nn
 
+from ..layers.base import AdapterLinear
+from ..layers.tensorpoly import TensorPolyLinear
 from ..planner.adapters import tlora_network, tlora_nodes, tlora_update
 from ..planner.plan import Plan, _unfold
 from ..tlora import kron_leaves, leaf_length
@@ -39,6 +48,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--n-terms", type=int, default=8, help="TLoRA terms (latent experts)")
     parser.add_argument("--normalize", choices=["none", "pairwise"], default="pairwise", help="leaf normalisation")
     parser.add_argument("--no-plain", action="store_true", help="skip the plain opt_einsum expression (slow at order 8)")
+    parser.add_argument("--shapes", choices=["t5-large", "tiny", "both"], default="both",
+                        help="layer shapes to time: T5-large (the options above), the tiny T5 preset, or both")
+    parser.add_argument("--tiny-orders", type=int, nargs="+", default=[1, 2, 4], help="TLoRA orders at the tiny shapes")
+    parser.add_argument("--tiny-seqs", type=int, nargs="+", default=[32, 256],
+                        help="sequence lengths at the tiny shapes (batch is --batch)")
 
 
 def _hand(x, leaves_a, leaves_b, weights, d_out, normalize):
@@ -124,12 +138,52 @@ def _measure_order(args, order: int) -> None:
     print(f"  warm cache look-up {lookup * 1e6:.1f} us = {100 * lookup / medians['planned']:.3f}% of the planned step")
 
 
+#: (d_in, d_out) of the adapted linears of the tiny T5 preset: attention, feed-forward in and out.
+TINY_LAYERS = ((64, 64), (64, 128), (128, 64))
+
+
+def _measure_tiny(args, order: int, seq: int) -> None:
+    """Print the median forward-plus-backward time of the planned and the bmm update at each tiny layer shape."""
+    cells = []
+    for d_in, d_out in TINY_LAYERS:
+        torch.manual_seed(order)
+        layer = TensorPolyLinear(nn.Linear(d_in, d_out), rank=4, n_tasks=8, n_terms=4, order=order, normalize="pairwise")
+        with torch.no_grad():
+            layer.leaves_b.normal_()  # the last leaf starts at zero; make the update non-trivial
+        x = torch.randn(args.batch, seq, d_in)
+        task_ids = torch.randint(0, 8, (args.batch,))
+        parameters = [parameter for parameter in layer.parameters() if parameter.requires_grad]
+        methods = {
+            "bmm": lambda: AdapterLinear.update(layer, x, task_ids),
+            "planned": lambda: layer.update(x, task_ids),
+        }
+        calls = max(1, min(50, int(0.01 / _time(methods["bmm"], parameters))))  # about 10 ms per sample
+        times: dict[str, list[float]] = {name: [] for name in methods}
+        for repeat in range(args.repeats + 2):
+            for name, function in methods.items():
+                elapsed = sum(_time(function, parameters) for _ in range(calls)) / calls
+                if repeat >= 2:
+                    times[name].append(elapsed)
+        bmm, planned = statistics.median(times["bmm"]), statistics.median(times["planned"])
+        cells.append(f"{d_in}->{d_out}: bmm {bmm * 1e3:.2f} ms, planned/bmm {planned / bmm:.2f}x")
+    print(f"tiny order {order}, seq {seq}: " + "  ".join(cells))
+
+
 def run(args: argparse.Namespace) -> int:
-    print(
-        f"TensorPoly-I update, forward + backward: batch {args.batch}, seq {args.seq}, d_in {args.d_in}, "
-        f"d_out {args.d_out}, rank {args.rank}, n_terms {args.n_terms}, normalize {args.normalize}, "
-        f"{torch.get_num_threads()} threads"
-    )
-    for order in args.orders:
-        _measure_order(args, order)
+    if args.shapes in ("t5-large", "both"):
+        print(
+            f"TensorPoly-I update, forward + backward: batch {args.batch}, seq {args.seq}, d_in {args.d_in}, "
+            f"d_out {args.d_out}, rank {args.rank}, n_terms {args.n_terms}, normalize {args.normalize}, "
+            f"{torch.get_num_threads()} threads"
+        )
+        for order in args.orders:
+            _measure_order(args, order)
+    if args.shapes in ("tiny", "both"):
+        print(
+            f"TensorPolyLinear.update planned vs AdapterLinear.update (bmm), forward + backward, tiny T5 preset: "
+            f"batch {args.batch}, rank 4, n_terms 4, pairwise, median of {args.repeats}, {torch.get_num_threads()} threads"
+        )
+        for seq in args.tiny_seqs:
+            for order in args.tiny_orders:
+                _measure_tiny(args, order, seq)
     return 0

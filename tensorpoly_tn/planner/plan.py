@@ -18,7 +18,8 @@ __all__ = ["Plan", "plan", "BACKEND"]
 
 logger = logging.getLogger(__name__)
 
-#: The opt_einsum backend the expressions run with; see :mod:`tensorpoly_tn.planner.backend`.
+#: The module to pass as opt_einsum's ``backend`` to run an expression's pairwise steps as ``bmm``;
+#: planned stages call the same steps directly, see :mod:`tensorpoly_tn.planner.backend`.
 BACKEND = "tensorpoly_tn.planner.backend"
 
 
@@ -38,24 +39,18 @@ def _fold(tensor: torch.Tensor, axis: int, n_parts: int, size: int) -> torch.Ten
     return merged if merged.shape[axis] == size else merged.narrow(axis, 0, size)
 
 
-def _run_stage(network: TensorNetwork, stage: Stage, operands: list[torch.Tensor]) -> torch.Tensor:
-    """Unfold the operands that need it, run the stage's expression and fold its output."""
-    sizes = network.sizes
-    operands = list(operands)
-    unfold = set(stage.unfold)
-    for position, indices in enumerate(stage.operand_indices):
-        # Right to left, so that splitting one axis leaves the positions of the earlier ones.
-        for axis in reversed(range(len(indices))):
-            if (position, indices[axis]) in unfold:
-                parts = network.fused[indices[axis]][0]
-                operands[position] = _unfold(operands[position], axis, [sizes[part] for part in parts])
-    result = stage.expression(*operands, backend=BACKEND)
-    widths = [len(network.fused[index][0]) if index in stage.fold else 1 for index in stage.output]
-    for position in reversed(range(len(stage.output))):
-        index = stage.output[position]
-        if index in stage.fold:
-            result = _fold(result, sum(widths[:position]), widths[position], network.fused[index][1])
-    return result
+def _run_stage(stage: Stage, operands: list[torch.Tensor]) -> torch.Tensor:
+    """Unfold the operands that need it, run the stage's prepared steps and fold its output."""
+    for position, axis, parts in stage.unfold_axes:
+        operands[position] = _unfold(operands[position], axis, parts)
+    for positions, step in stage.steps:
+        # opt_einsum's contraction list: pop these positions in order, append the result.
+        arguments = [operands.pop(position) for position in positions]
+        operands.append(step(*arguments))
+    result = operands[0]
+    for axis, n_parts, size in stage.fold_axes:
+        result = _fold(result, axis, n_parts, size)
+    return result.contiguous() if stage.contiguous else result
 
 
 class Plan:
@@ -75,6 +70,7 @@ class Plan:
         self.strategy = strategy
         self._cache: dict[tuple, tuple[TensorNetwork, PlanReport]] = {}
         self._last: PlanReport | None = None
+        self._n_nodes = len(network.nodes)
 
     def _resized(self, tensors: Sequence[torch.Tensor]) -> TensorNetwork:
         """A copy of the network with the sizes of ``tensors``; mismatches raise ``ValueError``."""
@@ -106,7 +102,7 @@ class Plan:
 
     def compiled(self, tensors: Sequence[torch.Tensor]) -> tuple[TensorNetwork, PlanReport]:
         """Return the resized network and report for these tensors, planning them on a cache miss."""
-        key = tuple((tuple(t.shape), t.dtype, t.device) for t in tensors)
+        key = tuple((t.shape, t.dtype, t.device) for t in tensors)
         entry = self._cache.get(key)
         if entry is None:
             resized = self._resized(tensors)
@@ -117,14 +113,13 @@ class Plan:
 
     def __call__(self, *args: torch.Tensor, **kwargs: torch.Tensor) -> torch.Tensor:
         """Contract the network; returns a tensor with the output indices in order."""
-        tensors = self._ordered(args, kwargs)
-        network, report = self.compiled(tensors)
+        tensors = list(args) if not kwargs and len(args) == self._n_nodes else self._ordered(args, kwargs)
+        _, report = self.compiled(tensors)
         self._last = report
-        by_name = {node.name: tensor for node, tensor in zip(network.nodes, tensors)}
-        for position, stage in enumerate(report.stages):
-            operands = [by_name[name] for name in stage.operands]
-            by_name[f"stage:{position}"] = _run_stage(network, stage, operands)
-        return by_name[f"stage:{len(report.stages) - 1}"]
+        # The nodes in order, then one result per stage; each stage reads its operands by slot.
+        for stage in report.stages:
+            tensors.append(_run_stage(stage, [tensors[slot] for slot in stage.slots]))
+        return tensors[-1]
 
     def report(self) -> PlanReport:
         """Return the report for the last call's shapes, or for the network's own sizes before any call."""
@@ -148,13 +143,14 @@ def plan(network: TensorNetwork, output: Sequence[str] | None = None, optimize: 
     optimize
         opt_einsum path optimiser for every stage (``"auto"``, ``"optimal"``, ``"dp"``, ...).
     strategy
-        ``"auto"`` to take the candidate with the fewest FLOPs, or one of
+        ``"auto"`` to take the candidate with the lowest estimated cost (FLOPs, memory traffic
+        and per-call overhead, see :mod:`tensorpoly_tn.planner.costs`), or one of
         :data:`~tensorpoly_tn.planner.strategies.STRATEGIES` to force it.
 
     Returns
     -------
     Plan
         Callable on one torch tensor per node; :meth:`Plan.report` gives the path, FLOPs,
-        largest intermediate and chosen strategy.
+        cost terms, largest intermediate and chosen strategy.
     """
     return Plan(copy.deepcopy(network), output, optimize, strategy)
