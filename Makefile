@@ -13,7 +13,7 @@ $(BIN)/tensorpoly-tn: pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet $(TORCH_PIN)
-	$(BIN)/pip install --quiet $(TORCH_PIN) -e ".[dev,hub,notebooks]"
+	$(BIN)/pip install --quiet $(TORCH_PIN) -e ".[dev,hub,notebooks,docs]"
 	touch $(BIN)/tensorpoly-tn
 
 venv: $(BIN)/tensorpoly-tn
@@ -22,7 +22,11 @@ run: venv
 	$(BIN)/tensorpoly-tn t0 --preset tiny --method tensorpoly-1 --out $(RUN_OUT)
 
 test: venv
-	$(BIN)/python -m pytest tests notebooks --nbval-lax --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+	$(BIN)/python -m pytest tests notebooks --nbval --nbval-sanitize-with notebooks/sanitize.cfg -p no:cacheprovider
+
+# The site goes to site/ (git-ignored); tests/test_docs_build.py runs the same strict build.
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -15,6 +15,8 @@ COMMAND_MODULES: dict[str, str] = {
     "t0": "tensorpoly_tn.commands.t0",
     "bench": "tensorpoly_tn.commands.bench",
     "params": "tensorpoly_tn.commands.params",
+    "demo": "tensorpoly_tn.commands.demo",
+    "train": "tensorpoly_tn.commands.train",
 }
 
 

@@ -11,6 +11,7 @@ __all__ = ["register", "BENCHMARK_MODULES"]
 BENCHMARK_MODULES: dict[str, str] = {
     "methods": "tensorpoly_tn.bench.methods",
     "planner": "tensorpoly_tn.bench.planner",
+    "eval": "tensorpoly_tn.bench.eval",
 }
 
 
