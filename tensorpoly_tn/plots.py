@@ -37,10 +37,6 @@ def plot_allocation(
     tuple
         ``(fig, ax)``.
     """
-    import matplotlib
-
-    if ax is None:
-        matplotlib.use("Agg", force=False)
     import matplotlib.pyplot as plt
 
     matrix = np.asarray(matrix, dtype=float)

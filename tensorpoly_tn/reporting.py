@@ -70,23 +70,21 @@ def results_markdown(results: dict[str, Any]) -> str:
 def _write_router_plot(path: Path, allocation: dict[str, list[float]]) -> bool:
     if not allocation:
         return False
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     import numpy as np
+    from matplotlib.figure import Figure
 
     from .plots import plot_allocation
 
     tasks = list(allocation)
     matrix = np.array([allocation[task] for task in tasks])
-    fig, _ = plot_allocation(
-        matrix, tasks, [f"term {k}" for k in range(matrix.shape[1])],
+    # A bare Figure renders without pyplot, so writing the file never switches the caller's backend.
+    fig = Figure(figsize=(2.5 + 0.55 * matrix.shape[1], 1.0 + 0.4 * len(tasks)), constrained_layout=True)
+    plot_allocation(
+        matrix, tasks, [f"term {k}" for k in range(matrix.shape[1])], ax=fig.subplots(),
         title="Routing weights per task (mean over adapted layers and seeds)",
     )
     temporary = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(temporary, dpi=120)
-    plt.close(fig)
     os.replace(temporary, path)
     return True
 
