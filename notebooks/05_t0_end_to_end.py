@@ -160,8 +160,8 @@ if results is not None:
 
 # %% [markdown]
 # The router's weights for each task (mean over the adapted layers and seeds). After four steps they
-# are still close to uniform, 1/K = 0.25 for K = 4 terms: routing needs longer training to specialise  (notebook 4 trains longer and
-# compares the weights with known skills).
+# are still close to uniform, 1/K = 0.25 for K = 4 terms: routing needs longer training to
+# specialise (notebook 4 trains longer and compares the weights with known skills).
 
 # %%
 if results is not None:

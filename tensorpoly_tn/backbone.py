@@ -51,7 +51,7 @@ class BackboneConfig:
     """Settings of the generic pretraining. Every field is checked in ``__post_init__``."""
 
     preset: str = field(default="tiny", metadata={"help": "model preset, a key of tensorpoly_tn.models.PRESETS"})
-    steps: int = field(default=800, metadata={"help": "optimizer steps of full-model training"})
+    steps: int = field(default=1500, metadata={"help": "optimizer steps of full-model training"})
     batch_size: int = field(default=32, metadata={"help": "examples per step"})
     lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate, linearly decayed to 0"})
     min_word_length: int = field(default=3, metadata={"help": "shortest generated word, in letters"})

@@ -63,7 +63,7 @@ class ProtocolConfig:
         default="poly", metadata={"help": "method whose trainable count the others' ranks match; None keeps rank 8"}
     )
     train_examples_per_task: int = field(default=200, metadata={"help": "multitask examples per training task"})
-    multitask_steps: int = field(default=300, metadata={"help": "optimizer steps of the multitask stage"})
+    multitask_steps: int = field(default=800, metadata={"help": "optimizer steps of the multitask stage"})
     multitask_batch_size: int = field(default=32, metadata={"help": "examples per multitask step"})
     lr: float = field(default=3e-3, metadata={"help": "AdamW learning rate of the adapters"})
     router_lr: float = field(default=3e-2, metadata={"help": "AdamW learning rate of the router logits"})
