@@ -110,3 +110,22 @@ def test_leaf_shapes_follow_widths():
     layer = _layer(3, 20, 9, 2, 3, "none")
     assert tuple(layer.leaves_a.shape) == (3, 2, 3, 3)  # ceil(20 ** (1/3)) = 3
     assert tuple(layer.leaves_b.shape) == (3, 2, 3, 3)  # ceil(9 ** (1/3)) = 3
+
+
+@pytest.mark.parametrize("normalize", ["none", "pairwise"])
+@pytest.mark.parametrize("order", [1, 2, 3, 5])
+def test_unrouted_tlora_forward_matches_numpy(order, normalize):
+    from tensorpoly_tn.layers import TLoRALinear
+
+    torch.manual_seed(4)
+    layer = TLoRALinear(nn.Linear(19, 11).double(), rank=2, n_terms=3, order=order, normalize=normalize)
+    with torch.no_grad():
+        layer.leaves_b.normal_()
+    x = torch.randn(2, 3, 19, dtype=torch.float64)
+    ones = np.ones(3)  # TLoRA sums its terms with weight one
+    a = numpy_factor(layer.leaves_a.detach().numpy(), ones, 19, normalize == "pairwise")
+    b = numpy_factor(layer.leaves_b.detach().numpy(), ones, 11, normalize == "pairwise").T
+    weight = layer.base_layer.weight.detach().numpy()
+    bias = layer.base_layer.bias.detach().numpy()
+    expected = x.numpy() @ weight.T + bias + (x.numpy() @ a @ b) / layer.rank
+    np.testing.assert_allclose(layer(x).detach().numpy(), expected, rtol=1e-10, atol=1e-12)

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..tlora import NORMALIZE_CHOICES, Normalize, check_positive, kron_leaves, leaf_length
+from ..planner.adapters import tlora_update
 from .base import AdapterLinear
 from .mixing import tlora_leaves
 
@@ -86,6 +87,15 @@ class TLoRALinear(AdapterLinear):
         a = kron_leaves(self.leaves_a, self.in_features, self.normalize).sum(0)  # (rank, d_in)
         b = kron_leaves(self.leaves_b, self.out_features, self.normalize).sum(0)  # (rank, d_out)
         return a.T.unsqueeze(0), b.unsqueeze(0)  # (1, d_in, rank), (1, rank, d_out)
+
+    def update(self, inputs: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """Return ``x A B`` (batch, seq, d_out) for ``inputs`` (batch, seq, d_in) through the planner.
+
+        The unrouted TLoRA network is contracted by :mod:`tensorpoly_tn.planner`; the result
+        equals :meth:`factors` then ``bmm``.
+        """
+        leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)
+        return tlora_update(inputs, leaves_a, leaves_b, self.out_features, self.normalize)
 
     def extra_repr(self) -> str:
         return (
