@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class AdapterReport:
-    """What :func:`apply_adapters` changed."""
+    """Summary of the layers :func:`apply_adapters` replaced and the parameters it left trainable."""
 
     replaced: list[str]
     trainable_parameters: int

@@ -39,7 +39,7 @@ def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:
 
 
 def results_markdown(results: dict[str, Any]) -> str:
-    """The results table: per task, mean and spread over seeds of the median accuracy over templates."""
+    """Format the results table: per task, mean and spread over seeds of the median accuracy over templates."""
     config = results["config"]
     model = config.get("model") or f"preset {config.get('preset')}"
     lines = [

@@ -129,7 +129,7 @@ def _raw_split(task: str, seed: int, config: T0RunConfig, data_dir: Path | None)
 
 
 def _templates_dir(config: T0RunConfig, data_dir: Path | None) -> Path | None:
-    """The promptsource root: the given one, else ``<data_dir>/promptsource``, else builtin (None)."""
+    """Return the promptsource root: the given one, else ``<data_dir>/promptsource``, else None (builtin)."""
     if config.builtin_templates:
         return None
     if config.templates_dir is not None:

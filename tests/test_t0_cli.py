@@ -39,7 +39,8 @@ def test_t0_run_writes_four_outputs(tmp_path, capsys):
     assert config["tasks"] == ["copa", "rte"]
     assert config["training"]["steps"] == 2
     table = (out / "results.md").read_text()
-    assert "| copa |" in table and "| rte |" in table
+    assert "| copa |" in table
+    assert "| rte |" in table
     assert (out / "router.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "results.md" in capsys.readouterr().out
 
@@ -59,7 +60,8 @@ def test_unknown_task_lists_known_tasks(tmp_path, capsys):
     assert code == 2
     error = capsys.readouterr().err
     assert "boolq_x" in error
-    assert "anli-r1" in error and "winogrande" in error
+    assert "anli-r1" in error
+    assert "winogrande" in error
 
 
 def test_missing_data_dir_says_where_it_looked(tmp_path, capsys):
