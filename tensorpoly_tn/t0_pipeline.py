@@ -33,6 +33,7 @@ from .data import (
     sample_few_shot_from_hub,
     templates_for_task,
 )
+from .data.hub import HubUnavailableError
 from .data.t0 import DataNotFoundError
 from .evaluation import accuracy, rank_classify
 from .inject import adapter_layers, apply_adapters
@@ -205,11 +206,18 @@ def run_t0(config: T0RunConfig, progress: bool = True, on_task_done: Callable[[d
     started = time.perf_counter()
     try:
         data_dir = resolve_data_dir(config.data_dir)
-    except DataNotFoundError:
+        data_error = None
+    except DataNotFoundError as error:
         if config.data_dir is not None:
             raise
         logger.warning("no few-shot data directory found; drawing the k-shot sets from the hub")
-        data_dir = None
+        data_dir, data_error = None, error
+    if data_dir is None:
+        # Fail before loading the model when neither the files nor the hub can be read.
+        try:
+            _raw_split(config.tasks[0], _seeds_for(config.tasks[0], config, None)[0], config, None)
+        except HubUnavailableError as error:
+            raise DataNotFoundError(f"{data_error} The hub fallback failed too: {error}") from error
 
     model, tokenizer = load_model_and_tokenizer(config.model, preset=config.preset, seed=config.seed)
     torch.manual_seed(config.seed)

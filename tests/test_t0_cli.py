@@ -92,3 +92,27 @@ def test_interrupted_write_leaves_previous_file(tmp_path, monkeypatch):
         reporting.atomic_write_json(target, {"new": list(range(1000))})
     assert json.loads(target.read_text()) == {"old": True}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_no_data_and_no_hub_is_one_clear_error(monkeypatch, capsys, tmp_path):
+    from tensorpoly_tn import t0_pipeline
+    from tensorpoly_tn.data import DataNotFoundError, HubUnavailableError
+
+    def no_data(data_dir=None):
+        raise DataNotFoundError("no T0 data folder found; looked in: /a, /b")
+
+    def no_hub(*args, **kwargs):
+        raise HubUnavailableError("could not load data set super_glue")
+
+    def no_model(*args, **kwargs):
+        raise AssertionError("the model must not load when no data can be read")
+
+    monkeypatch.setattr(t0_pipeline, "resolve_data_dir", no_data)
+    monkeypatch.setattr(t0_pipeline, "sample_few_shot_from_hub", no_hub)
+    monkeypatch.setattr(t0_pipeline, "load_model_and_tokenizer", no_model)
+    code = main(["t0", "--tasks", "copa", "--out", str(tmp_path / "run"), *FAST])
+    assert code == 2
+    error = capsys.readouterr().err
+    assert "looked in: /a, /b" in error
+    assert "hub fallback failed too" in error
+    assert not (tmp_path / "run").exists()
