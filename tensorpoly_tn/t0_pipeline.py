@@ -245,8 +245,12 @@ def run_t0(config: T0RunConfig, progress: bool = True, on_task_done: Callable[[d
         if on_task_done is not None:
             on_task_done({"records": records})
 
+    # config.json records the folder actually read, so a rerun from it needs no environment.
+    resolved = config.to_dict()
+    if data_dir is not None:
+        resolved["data_dir"] = str(data_dir)
     return {
-        "config": config.to_dict(),
+        "config": resolved,
         "trainable_parameters": report.trainable_parameters,
         "total_parameters": report.total_parameters,
         "data_dir": None if data_dir is None else str(data_dir),

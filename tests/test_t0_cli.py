@@ -9,7 +9,7 @@ import pytest
 from tensorpoly_tn import reporting
 from tensorpoly_tn.cli import main
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from data_paths import REAL_DATA as SHARED_DATA  # noqa: E402
 needs_data = pytest.mark.skipif(
     not (SHARED_DATA / "t0" / "few_shot").is_dir(), reason=f"T0 few-shot files not found at {SHARED_DATA}"
 )

@@ -26,7 +26,7 @@ from tensorpoly_tn.data import (
 )
 from tensorpoly_tn.data import t0 as t0_module
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from data_paths import REAL_DATA as SHARED_DATA  # noqa: E402
 
 
 @pytest.fixture

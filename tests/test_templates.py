@@ -20,7 +20,7 @@ from tensorpoly_tn.data import (
     templates_for_task,
 )
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from data_paths import REAL_DATA as SHARED_DATA  # noqa: E402
 # How errors name the probe template built by make_template (regex).
 PROBE = r"template 'probe' \(id id-probe\) of dataset 'super_glue/rte'"
 
