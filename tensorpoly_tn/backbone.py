@@ -8,7 +8,6 @@ text-to-text tasks (copy a word or a phrase, count letters), none of which is a 
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import hashlib
 import json

@@ -5,8 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
-__all__ = ["factors_per_distinct_task", "tlora_leaves"]
+from ..tlora import NORMALIZE_CHOICES, check_positive, leaf_length
+
+__all__ = ["factors_per_distinct_task", "tlora_leaves", "init_tlora_leaves"]
 
 FactorBuilder = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
 
@@ -55,3 +58,27 @@ def tlora_leaves(
     if zero_last:
         leaves[-1].zero_()
     return leaves
+
+
+def init_tlora_leaves(layer, n_terms: int, order: int, normalize: str, leaf_std: Callable[[], float]) -> None:
+    """Check the TLoRA sizes and give ``layer`` its leaves, leaf lengths and settings.
+
+    Sets ``n_terms``, ``order``, ``normalize``, ``leaf_in``, ``leaf_out`` and the parameters
+    ``leaves_a`` (order, n_terms, rank, leaf_in), drawn from N(0, std^2) with ``std = leaf_std()``
+    called once the sizes are checked, and ``leaves_b``
+    (order, n_terms, rank, leaf_out), drawn likewise with its last leaf zero so that B starts at zero.
+    ``layer`` is an :class:`~tensorpoly_tn.layers.base.AdapterLinear` whose base layer is set.
+    """
+    check_positive("n_terms", n_terms)
+    check_positive("order", order)
+    if normalize not in NORMALIZE_CHOICES:
+        raise ValueError(f"normalize must be one of {NORMALIZE_CHOICES}, got {normalize!r}")
+    layer.n_terms = n_terms
+    layer.order = order
+    layer.normalize = normalize
+    layer.leaf_in = leaf_length(layer.in_features, order)
+    layer.leaf_out = leaf_length(layer.out_features, order)
+    weight = layer.base_layer.weight
+    std = leaf_std()
+    layer.leaves_a = nn.Parameter(tlora_leaves(order, n_terms, layer.rank, layer.leaf_in, std, False, weight))
+    layer.leaves_b = nn.Parameter(tlora_leaves(order, n_terms, layer.rank, layer.leaf_out, std, True, weight))

@@ -8,8 +8,9 @@ from torch import nn
 from ..indices import equation
 from ..planner.adapters import tlora_update
 from ..routing import Router
-from ..tlora import NORMALIZE_CHOICES, Normalize, check_positive, kron_leaves, leaf_length
+from ..tlora import Normalize, kron_leaves
 from .base import AdapterLinear
+from .mixing import init_tlora_leaves
 
 __all__ = ["TensorPolyLinear"]
 
@@ -73,23 +74,8 @@ class TensorPolyLinear(AdapterLinear):
         selector: str = "sigmoid",
     ) -> None:
         super().__init__(base_layer, rank, scaling)
-        check_positive("n_terms", n_terms)
-        check_positive("order", order)
-        if normalize not in NORMALIZE_CHOICES:
-            raise ValueError(f"normalize must be one of {NORMALIZE_CHOICES}, got {normalize!r}")
-        self.n_terms = n_terms
-        self.order = order
-        self.normalize = normalize
-        self.leaf_in = leaf_length(self.in_features, order)
-        self.leaf_out = leaf_length(self.out_features, order)
-
         weight = base_layer.weight
-        options = {"dtype": weight.dtype, "device": weight.device}
-        std = (n_terms * self.in_features) ** (-1.0 / (2 * order))
-        self.leaves_a = nn.Parameter(torch.randn(order, n_terms, rank, self.leaf_in, **options) * std)
-        leaves_b = torch.randn(order, n_terms, rank, self.leaf_out, **options) * std
-        leaves_b[-1].zero_()
-        self.leaves_b = nn.Parameter(leaves_b)
+        init_tlora_leaves(self, n_terms, order, normalize, lambda: (n_terms * self.in_features) ** (-1.0 / (2 * order)))
         self.router = Router(n_tasks, n_terms, selector=selector).to(device=weight.device, dtype=weight.dtype)
 
     def term_factors(self) -> tuple[torch.Tensor, torch.Tensor]:

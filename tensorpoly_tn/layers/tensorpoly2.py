@@ -18,9 +18,9 @@ from torch import nn
 
 from ..indices import equation
 from ..routing import Router
-from ..tlora import NORMALIZE_CHOICES, Normalize, check_positive, kron_leaves, leaf_length
+from ..tlora import Normalize, kron_leaves
 from .base import AdapterLinear
-from .mixing import factors_per_distinct_task, tlora_leaves
+from .mixing import factors_per_distinct_task, init_tlora_leaves
 
 __all__ = ["TensorPoly2Linear"]
 
@@ -86,19 +86,8 @@ class TensorPoly2Linear(AdapterLinear):
         selector: str = "sigmoid",
     ) -> None:
         super().__init__(base_layer, rank, scaling)
-        check_positive("n_terms", n_terms)
-        check_positive("order", order)
-        if normalize not in NORMALIZE_CHOICES:
-            raise ValueError(f"normalize must be one of {NORMALIZE_CHOICES}, got {normalize!r}")
-        self.n_terms = n_terms
-        self.order = order
-        self.normalize = normalize
-        self.leaf_in = leaf_length(self.in_features, order)
-        self.leaf_out = leaf_length(self.out_features, order)
         weight = base_layer.weight
-        std = n_terms**0.5 * self.in_features ** (-1.0 / (2 * order))
-        self.leaves_a = nn.Parameter(tlora_leaves(order, n_terms, rank, self.leaf_in, std, False, weight))
-        self.leaves_b = nn.Parameter(tlora_leaves(order, n_terms, rank, self.leaf_out, std, True, weight))
+        init_tlora_leaves(self, n_terms, order, normalize, lambda: n_terms**0.5 * self.in_features ** (-1.0 / (2 * order)))
         self.router = Router(n_tasks, n_terms, selector=selector, n_splits=order).to(weight.device)
 
     def _build(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

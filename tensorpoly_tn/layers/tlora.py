@@ -14,10 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..tlora import NORMALIZE_CHOICES, Normalize, check_positive, kron_leaves, leaf_length
+from ..tlora import Normalize, kron_leaves
 from ..planner.adapters import tlora_update
 from .base import AdapterLinear
-from .mixing import tlora_leaves
+from .mixing import init_tlora_leaves
 
 __all__ = ["TLoRALinear"]
 
@@ -68,19 +68,7 @@ class TLoRALinear(AdapterLinear):
         scaling: float | None = None,
     ) -> None:
         super().__init__(base_layer, rank, scaling)
-        check_positive("n_terms", n_terms)
-        check_positive("order", order)
-        if normalize not in NORMALIZE_CHOICES:
-            raise ValueError(f"normalize must be one of {NORMALIZE_CHOICES}, got {normalize!r}")
-        self.n_terms = n_terms
-        self.order = order
-        self.normalize = normalize
-        self.leaf_in = leaf_length(self.in_features, order)
-        self.leaf_out = leaf_length(self.out_features, order)
-        weight = base_layer.weight
-        std = (n_terms * self.in_features) ** (-1.0 / (2 * order))
-        self.leaves_a = nn.Parameter(tlora_leaves(order, n_terms, rank, self.leaf_in, std, False, weight))
-        self.leaves_b = nn.Parameter(tlora_leaves(order, n_terms, rank, self.leaf_out, std, True, weight))
+        init_tlora_leaves(self, n_terms, order, normalize, lambda: (n_terms * self.in_features) ** (-1.0 / (2 * order)))
 
     def factors(self, task_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return A (1, d_in, rank) and B (1, rank, d_out), shared by every task."""
