@@ -1,6 +1,5 @@
 import json
 
-import pytest
 
 from tensorpoly_tn.cli import main
 

@@ -76,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     model, tokenizer = load_model_and_tokenizer(args.model, None if args.model else args.preset)
     torch.manual_seed(0)
 
-    print(f"| task | examples | choices | re-encode s | encode once s | speed-up | same predictions | max score diff |")
+    print("| task | examples | choices | re-encode s | encode once s | speed-up | same predictions | max score diff |")
     print("|---|---:|---:|---:|---:|---:|---|---:|")
     two_choice: list[tuple[float, float]] = []
     all_identical = True
