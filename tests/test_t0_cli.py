@@ -93,7 +93,7 @@ def test_interrupted_write_leaves_previous_file(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
 
 
-def test_no_data_and_no_hub_is_one_clear_error(monkeypatch, capsys, tmp_path):
+def test_missing_data_and_hub_error(monkeypatch, capsys, tmp_path):
     from tensorpoly_tn import t0_pipeline
     from tensorpoly_tn.data import DataNotFoundError, HubUnavailableError
 

@@ -64,7 +64,7 @@ def _hand(x, leaves_a, leaves_b, weights, d_out, normalize):
 
 
 def _plain(network, x, leaves_a, leaves_b, weights, d_out, normalize):
-    """The whole network as one default opt_einsum contraction, input unfolded and output folded."""
+    """Contract the whole network as one default opt_einsum expression, input unfolded and output folded."""
     nodes_a, nodes_b = tlora_nodes(leaves_a, normalize), tlora_nodes(leaves_b, normalize)
     sizes = network.sizes
     parts_in, _ = network.fused["d_in"]

@@ -31,27 +31,34 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     model = parser.add_mutually_exclusive_group()
     model.add_argument("--preset", choices=sorted(PRESETS), help="a model built from a config, no download (default: tiny)")
     model.add_argument("--model", metavar="NAME_OR_PATH", help="a T5 checkpoint, e.g. google/t5-large-lm-adapt")
+
     parser.add_argument("--method", default="tensorpoly-1", choices=METHODS, help="adapter method (default: %(default)s)")
     parser.add_argument("--tasks", default="all", help=f"comma-separated tasks or 'all' (known: {', '.join(HELDOUT_TASKS)})")
     parser.add_argument("--out", required=True, help="output directory")
+
     parser.add_argument("--data-dir", help="folder with t0/few_shot (default: $TENSORPOLY_DATA, else ../shared/data)")
     parser.add_argument("--templates", dest="templates_dir", metavar="DIR",
                         help="promptsource templates root (default: <data-dir>/promptsource when present)")
     parser.add_argument("--builtin-templates", action="store_true", help="use the package's own templates")
     parser.add_argument("--hf-validation", action="store_true",
                         help="evaluate on the original validation split loaded from the hub")
+
     parser.add_argument("--seeds", type=_int_list, help="few-shot seeds to adapt on, e.g. 0,1,32 (default: the first --n-seeds)")
     parser.add_argument("--n-seeds", type=int, default=3, help="number of seeds when --seeds is not given (default: %(default)s)")
     parser.add_argument("--max-templates", type=int, default=3, help="templates per task, 0 for all (default: %(default)s)")
     parser.add_argument("--max-eval-examples", type=int, default=64,
                         help="evaluation examples per task and seed, 0 for all (default: %(default)s)")
+
     parser.add_argument("--steps", type=int, default=30, help="training steps per task and seed (default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=8, help="training batch size (default: %(default)s)")
     parser.add_argument("--lr", type=float, default=3e-3, help="learning rate (default: %(default)s)")
+
     parser.add_argument("--rank", type=int, default=4, help="adapter rank (default: %(default)s)")
     parser.add_argument("--n-terms", type=int, default=4, help="tensor-product terms K (default: %(default)s)")
     parser.add_argument("--order", type=int, default=2, help="leaves per term N (default: %(default)s)")
-    parser.add_argument("--normalize", default="pairwise", choices=("pairwise", "none"), help="(default: %(default)s)")
+    parser.add_argument("--normalize", default="pairwise", choices=("pairwise", "none"),
+                        help="layer norm on products of neighbouring leaves, or none (default: %(default)s)")
+
     parser.add_argument("--summed-scores", action="store_true",
                         help="rank by summed log-likelihood instead of the length-normalised mean")
     parser.add_argument("--seed", type=int, default=0, help="seed of the model and adapter initialisation")

@@ -79,7 +79,7 @@ def _label_reader(
     def read_label(example: Mapping[str, Any]) -> int:
         if field not in example:
             raise ValueError(
-                f"{task} example has no {field!r} field, which holds its gold label; "
+                f"{task} example has no {field!r} field, which contains its gold label; "
                 f"fields present: {sorted(example)}"
             )
         return _checked_label(task, field, example[field], offset, num_classes)

@@ -63,10 +63,10 @@ def tlora_leaves(
 def init_tlora_leaves(layer, n_terms: int, order: int, normalize: str, leaf_std: Callable[[], float]) -> None:
     """Check the TLoRA sizes and give ``layer`` its leaves, leaf lengths and settings.
 
-    Sets ``n_terms``, ``order``, ``normalize``, ``leaf_in``, ``leaf_out`` and the parameters
-    ``leaves_a`` (order, n_terms, rank, leaf_in), drawn from N(0, std^2) with ``std = leaf_std()``
-    called once the sizes are checked, and ``leaves_b``
-    (order, n_terms, rank, leaf_out), drawn likewise with its last leaf zero so that B starts at zero.
+    Sets ``n_terms``, ``order``, ``normalize``, ``leaf_in``, ``leaf_out`` and two parameters.
+    ``leaves_a`` (order, n_terms, rank, leaf_in) is drawn from N(0, std^2), where ``std = leaf_std()``
+    is called only after the sizes are checked. ``leaves_b`` (order, n_terms, rank, leaf_out) is
+    drawn likewise with its last leaf zero, so that B starts at zero.
     ``layer`` is an :class:`~tensorpoly_tn.layers.base.AdapterLinear` whose base layer is set.
     """
     check_positive("n_terms", n_terms)

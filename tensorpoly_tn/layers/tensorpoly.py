@@ -97,7 +97,7 @@ class TensorPolyLinear(AdapterLinear):
 
         The TensorPoly-I network (leaves, or the normalised children of the root product, and the
         routing weights) runs through :mod:`tensorpoly_tn.planner`, which picks the cheapest
-        contraction order for the shapes; the result equals :meth:`factors` then ``bmm``.
+        contraction order for the shapes. The result equals :meth:`factors` then ``bmm``.
         """
         weights = self.router(task_ids).to(inputs.dtype)  # (batch, term)
         leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)

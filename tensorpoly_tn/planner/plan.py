@@ -73,7 +73,7 @@ class Plan:
         self._n_nodes = len(network.nodes)
 
     def _resized(self, tensors: Sequence[torch.Tensor]) -> TensorNetwork:
-        """A copy of the network with the sizes of ``tensors``; mismatches raise ``ValueError``."""
+        """Return a copy of the network with the sizes of ``tensors``; a mismatch raises ``ValueError``."""
         resized = TensorNetwork(self.network.hyper_indices)
         for node, tensor in zip(self.network.nodes, tensors):
             if tensor.dim() != len(node.indices):
