@@ -30,11 +30,11 @@ def test_cost_is_flops_memory_and_calls():
 
 
 def test_small_shape_factors_runs_as_two_bmm():
-    """At the tiny-T5 width, factors wins and its per-token stage is x A then (x A) B, like bmm."""
+    """At the tiny-T5 width, factors wins and its per-token stage is x A^T then (x A^T) B, like bmm."""
     report = _tensorpoly_report(8, 32, 64, 128, 4, 4, 2)
     assert report.strategy == "factors"
     a_stage, b_stage, token_stage = report.stages
-    assert a_stage.output == ("batch", "d_in", "rank")
+    assert a_stage.output == ("batch", "rank", "d_in")
     assert b_stage.output == ("batch", "rank", "d_out")
     assert token_stage.cost.calls == 2
     # x (8, 32, 64) + A (8, 64, 4) + xA (8, 32, 4), then xA + B (8, 4, 128) + y (8, 32, 128)

@@ -31,7 +31,8 @@ from torch import nn
 from ..layers.base import AdapterLinear
 from ..layers.tensorpoly import TensorPolyLinear
 from ..planner.adapters import tlora_network, tlora_nodes, tlora_update
-from ..planner.plan import Plan, _unfold
+from ..planner.plan import Plan
+from ..planner.reverse import unfold_axis
 from ..tlora import kron_leaves, leaf_length
 
 __all__ = ["add_arguments", "run"]
@@ -69,7 +70,7 @@ def _plain(network, x, leaves_a, leaves_b, weights, d_out, normalize):
     sizes = network.sizes
     parts_in, _ = network.fused["d_in"]
     parts_out, _ = network.fused["d_out"]
-    unfolded = _unfold(x, 2, [sizes[part] for part in parts_in])  # (batch, seq, d_in_0, ...)
+    unfolded = unfold_axis(x, 2, [sizes[part] for part in parts_in])  # (batch, seq, d_in_0, ...)
     result = opt_einsum.contract(network.equation(("batch", "seq", "d_out")), unfolded, *nodes_a, weights, *nodes_b, weights)
     return result.flatten(2)[..., :d_out]  # (batch, seq, d_out)
 
@@ -80,6 +81,22 @@ def _time(function, tensors) -> float:
     start = time.perf_counter()
     function().square().mean().backward()
     return time.perf_counter() - start
+
+
+def _interleaved_medians(methods: dict, tensors, repeats: int) -> dict[str, float]:
+    """Time each method once per round, in turn, for 2 warm-up rounds and ``repeats`` timed ones.
+
+    Every other round runs the methods in reverse order, so that neither method always runs
+    right after the other (a cache or allocator warmed by the previous call favours the next).
+    """
+    times: dict[str, list[float]] = {name: [] for name in methods}
+    for repeat in range(repeats + 2):
+        names = list(methods) if repeat % 2 == 0 else list(reversed(methods))
+        for name in names:
+            elapsed = _time(methods[name], tensors)
+            if repeat >= 2:
+                times[name].append(elapsed)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def _cotengra_flops(equation: str, shapes) -> float | None:
@@ -108,13 +125,7 @@ def _measure_order(args, order: int) -> None:
     }
     if not args.no_plain:
         methods["plain"] = lambda: _plain(network, x, leaves_a, leaves_b, weights, args.d_out, args.normalize)
-    times: dict[str, list[float]] = {name: [] for name in methods}
-    for repeat in range(args.repeats + 2):
-        for name, function in methods.items():
-            elapsed = _time(function, tensors)
-            if repeat >= 2:
-                times[name].append(elapsed)
-    medians = {name: statistics.median(values) for name, values in times.items()}
+    medians = _interleaved_medians(methods, tensors, args.repeats)
 
     contraction = Plan(network, ("batch", "seq", "d_out"))
     report = contraction.report()

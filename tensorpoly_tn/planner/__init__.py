@@ -6,7 +6,7 @@ TensorPoly-I as examples and as the layers' computation path.
 """
 
 from .core import PlanReport, Stage
-from .plan import BACKEND, Plan, plan
+from .plan import BACKEND, BACKWARD_MODES, Plan, plan
 from .strategies import STRATEGIES, candidate_groupings
 
-__all__ = ["plan", "Plan", "PlanReport", "Stage", "STRATEGIES", "candidate_groupings", "BACKEND"]
+__all__ = ["plan", "Plan", "PlanReport", "Stage", "STRATEGIES", "candidate_groupings", "BACKEND", "BACKWARD_MODES"]

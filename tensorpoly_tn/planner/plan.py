@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import copy
 import logging
-import math
 from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..network import TensorNetwork
-from .core import PlanReport, Stage, build_stages
+from .core import PlanReport, build_stages
+from .reverse import PlannedContraction, run_stages
 from .strategies import STRATEGIES
 
-__all__ = ["Plan", "plan", "BACKEND"]
+__all__ = ["Plan", "plan", "BACKEND", "BACKWARD_MODES"]
 
 logger = logging.getLogger(__name__)
 
@@ -22,35 +21,9 @@ logger = logging.getLogger(__name__)
 #: planned stages call the same steps directly, see :mod:`tensorpoly_tn.planner.backend`.
 BACKEND = "tensorpoly_tn.planner.backend"
 
-
-def _unfold(tensor: torch.Tensor, axis: int, parts_sizes: Sequence[int]) -> torch.Tensor:
-    """Pad axis ``axis`` with zeros to the product of ``parts_sizes`` and split it into those axes."""
-    total = math.prod(parts_sizes)
-    missing = total - tensor.shape[axis]
-    if missing:
-        padding = [0, 0] * (tensor.dim() - 1 - axis) + [0, missing]
-        tensor = F.pad(tensor, padding)  # the fused axis grows to ``total``
-    return tensor.reshape(*tensor.shape[:axis], *parts_sizes, *tensor.shape[axis + 1 :])
-
-
-def _fold(tensor: torch.Tensor, axis: int, n_parts: int, size: int) -> torch.Tensor:
-    """Merge ``n_parts`` axes starting at ``axis`` into one and keep its first ``size`` entries."""
-    merged = tensor.flatten(axis, axis + n_parts - 1)  # the parts become one axis
-    return merged if merged.shape[axis] == size else merged.narrow(axis, 0, size)
-
-
-def _run_stage(stage: Stage, operands: list[torch.Tensor]) -> torch.Tensor:
-    """Unfold the operands that need it, run the stage's prepared steps and fold its output."""
-    for position, axis, parts in stage.unfold_axes:
-        operands[position] = _unfold(operands[position], axis, parts)
-    for positions, step in stage.steps:
-        # opt_einsum's contraction list: pop these positions in order, append the result.
-        arguments = [operands.pop(position) for position in positions]
-        operands.append(step(*arguments))
-    result = operands[0]
-    for axis, n_parts, size in stage.fold_axes:
-        result = _fold(result, axis, n_parts, size)
-    return result.contiguous() if stage.contiguous else result
+#: How a plan is differentiated: ``"planned"`` runs each call as one autograd node with planned
+#: gradient steps (:mod:`tensorpoly_tn.planner.reverse`), ``"autograd"`` lets torch record every step.
+BACKWARD_MODES: tuple[str, ...] = ("planned", "autograd")
 
 
 class Plan:
@@ -58,16 +31,27 @@ class Plan:
 
     Call it with one tensor per node, by position (the order the nodes were added) or by name.
     Sizes may differ from the network's between calls (batch and sequence, say); each new set of
-    shapes, dtypes and devices is planned once and cached. Autograd flows through every step.
+    shapes, dtypes and devices is planned once and cached. Gradients reach every input; see
+    :func:`plan` for the two ways they are computed.
     """
 
-    def __init__(self, network: TensorNetwork, output: Sequence[str] | None = None, optimize: str = "auto", strategy: str = "auto") -> None:
+    def __init__(
+        self,
+        network: TensorNetwork,
+        output: Sequence[str] | None = None,
+        optimize: str = "auto",
+        strategy: str = "auto",
+        backward: str = "planned",
+    ) -> None:
         if strategy != "auto" and strategy not in STRATEGIES:
             raise ValueError(f"strategy must be 'auto' or one of {STRATEGIES}, got {strategy!r}")
+        if backward not in BACKWARD_MODES:
+            raise ValueError(f"backward must be one of {BACKWARD_MODES}, got {backward!r}")
         self.network = network
         self.output = network.check(output)
         self.optimize = optimize
         self.strategy = strategy
+        self.backward = backward
         self._cache: dict[tuple, tuple[TensorNetwork, PlanReport]] = {}
         self._last: PlanReport | None = None
         self._n_nodes = len(network.nodes)
@@ -116,10 +100,17 @@ class Plan:
         tensors = list(args) if not kwargs and len(args) == self._n_nodes else self._ordered(args, kwargs)
         _, report = self.compiled(tensors)
         self._last = report
-        # The nodes in order, then one result per stage; each stage reads its operands by slot.
-        for stage in report.stages:
-            tensors.append(_run_stage(stage, [tensors[slot] for slot in stage.slots]))
-        return tensors[-1]
+        # Under autocast the steps run in a lower precision than the tensors saved for the
+        # backward pass, so such calls are left to autograd, which casts each step's gradients.
+        if (
+            self.backward == "planned"
+            and report.planned_backward
+            and torch.is_grad_enabled()
+            and any(tensor.requires_grad for tensor in tensors)
+            and not torch.is_autocast_enabled(tensors[0].device.type)
+        ):
+            return PlannedContraction.apply(report, *tensors)
+        return run_stages(report, tensors)
 
     def report(self) -> PlanReport:
         """Return the report for the last call's shapes, or for the network's own sizes before any call."""
@@ -128,10 +119,19 @@ class Plan:
         return self._last
 
     def __repr__(self) -> str:
-        return f"Plan({self.network.equation(self.output)!r}, optimize={self.optimize!r}, strategy={self.strategy!r})"
+        return (
+            f"Plan({self.network.equation(self.output)!r}, optimize={self.optimize!r}, "
+            f"strategy={self.strategy!r}, backward={self.backward!r})"
+        )
 
 
-def plan(network: TensorNetwork, output: Sequence[str] | None = None, optimize: str = "auto", strategy: str = "auto") -> Plan:
+def plan(
+    network: TensorNetwork,
+    output: Sequence[str] | None = None,
+    optimize: str = "auto",
+    strategy: str = "auto",
+    backward: str = "planned",
+) -> Plan:
     """Plan the contraction of ``network`` down to ``output``.
 
     Parameters
@@ -146,6 +146,14 @@ def plan(network: TensorNetwork, output: Sequence[str] | None = None, optimize: 
         ``"auto"`` to take the candidate with the lowest estimated cost (FLOPs, memory traffic
         and per-call overhead, see :mod:`tensorpoly_tn.planner.costs`), or one of
         :data:`~tensorpoly_tn.planner.strategies.STRATEGIES` to force it.
+    backward
+        ``"planned"`` (the default) runs a call that needs gradients as one autograd node whose
+        backward pass is planned too: the gradient of each pairwise step is a pairwise step,
+        worked out with the plan. Plans with a step it cannot differentiate (a letter repeated
+        within one operand) fall back to autograd. ``"autograd"`` lets torch record every step.
+        Both give the same gradients. The planned one saves the per-node overhead of autograd,
+        which dominates at small widths. It supports first derivatives only, and calls under
+        ``torch.autocast`` use autograd.
 
     Returns
     -------
@@ -153,4 +161,4 @@ def plan(network: TensorNetwork, output: Sequence[str] | None = None, optimize: 
         Callable on one torch tensor per node; :meth:`Plan.report` gives the path, FLOPs,
         cost terms, largest intermediate and chosen strategy.
     """
-    return Plan(copy.deepcopy(network), output, optimize, strategy)
+    return Plan(copy.deepcopy(network), output, optimize, strategy, backward)

@@ -5,7 +5,7 @@ one tensor (stage 1, no per-token index), then the inputs are contracted with th
 and the remaining nodes (stage 2). The names follow what a group holds for an adapter ``x A B``:
 
 - ``factors``: every labelled group with its routing weights, so the routed per-example factors
-  A (batch, d_in, rank) and B (batch, rank, d_out) are mixed before the input contraction;
+  A (batch, rank, d_in) and B (batch, rank, d_out) are mixed before the input contraction;
 - ``terms``: labelled groups without routing, so the unrouted terms A_k are formed and the
   routing weights are applied per token;
 - ``dense``: all non-input nodes at once, so the weight update ``A B`` is formed;
