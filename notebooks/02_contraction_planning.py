@@ -103,7 +103,7 @@ assert costs["optimal"].naive_flops > 1e5 * costs["optimal"].flops
 #
 # | strategy | stage 1 (once per call) | stage 2 (per token) |
 # |---|---|---|
-# | `factors` | leaves and routing weights of A and of B: per-example A (batch, d_in, rank), B | `x A B` |
+# | `factors` | leaves and routing weights of A and of B: per-example A (batch, rank, d_in), B | `x A B` |
 # | `terms` | leaves of A and of B: the unrouted terms A_k, B_k | input, terms and routing weights |
 # | `dense` | everything but the input: the weight update (batch, d_in, d_out) | `x dW` |
 # | `direct` | nothing | one opt_einsum path over all tensors |

@@ -142,10 +142,11 @@ def use_tasks(model: nn.Module, task_ids: int | Sequence[int] | torch.Tensor) ->
     if not layers:
         raise ValueError("the model has no adapter layers; call tensorpoly_tn.apply_adapters first")
     tensor = _as_task_tensor(task_ids)
+    bounds = (int(tensor.min()), int(tensor.max())) if tensor.numel() else None
     for layer in layers:
         router = getattr(layer, "router", None)
         if router is not None:
-            router.check_task_ids(tensor)
+            router.check_task_ids(tensor, bounds)
     previous = [layer.task_ids for layer in layers]
     try:
         for layer in layers:

@@ -31,6 +31,7 @@ Selectors (see :data:`SELECTORS`, extended with :func:`register_selector`):
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -185,17 +186,33 @@ class Router(nn.Module):
     def n_splits(self) -> int:
         return self._n_splits
 
-    def check_task_ids(self, task_ids: torch.Tensor) -> None:
-        """Raise ``ValueError`` when a task id is outside ``[0, n_tasks)``."""
-        if task_ids.numel() == 0:
+    def check_task_ids(self, task_ids: torch.Tensor, bounds: tuple[int, int] | None = None) -> None:
+        """Raise ``ValueError`` when a task id is outside ``[0, n_tasks)``.
+
+        ``bounds`` may give the smallest and largest id, read once by a caller that checks the
+        same ids against many routers. The last tensor that passed is remembered (by a weak
+        reference and its version counter), so the ids that :func:`~tensorpoly_tn.use_tasks`
+        checked are not read back again by every layer's forward pass, which would cost a
+        device synchronisation per layer.
+        """
+        passed = self.__dict__.get("_passed_ids")
+        if passed is not None and passed[0]() is task_ids and passed[1] == (task_ids._version, self.n_tasks):
             return
-        low, high = int(task_ids.min()), int(task_ids.max())
-        if low < 0 or high >= self.n_tasks:
-            bad = low if low < 0 else high
-            raise ValueError(
-                f"task id {bad} is outside the router, which has {self.n_tasks} tasks "
-                f"(valid ids are 0 to {self.n_tasks - 1})"
-            )
+        if task_ids.numel() > 0:
+            low, high = bounds if bounds is not None else (int(task_ids.min()), int(task_ids.max()))
+            if low < 0 or high >= self.n_tasks:
+                bad = low if low < 0 else high
+                raise ValueError(
+                    f"task id {bad} is outside the router, which has {self.n_tasks} tasks "
+                    f"(valid ids are 0 to {self.n_tasks - 1})"
+                )
+        self.__dict__["_passed_ids"] = (weakref.ref(task_ids), (task_ids._version, self.n_tasks))
+
+    def __getstate__(self) -> dict:
+        state = super().__getstate__() if hasattr(super(), "__getstate__") else self.__dict__.copy()
+        state = dict(state)
+        state.pop("_passed_ids", None)  # a weak reference cannot be pickled or copied
+        return state
 
     def effective_logits(self) -> torch.Tensor:
         """Return the logits in use, shape (task, split * expert), with the tuned row substituted."""

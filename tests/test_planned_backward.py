@@ -17,7 +17,7 @@ SETTINGS = settings(max_examples=25, deadline=None)
 
 @st.composite
 def hyper_networks(draw):
-    """2 to 4 tensors over up to 6 indices; an index may sit on every tensor (a hyperedge)."""
+    """Draw 2 to 4 tensors over up to 6 indices. An index may sit on every tensor (a hyperedge)."""
     n_tensors = draw(st.integers(2, 4))
     names = list(string.ascii_lowercase[:6])
     sizes = {name: draw(st.integers(1, 3)) for name in names}
@@ -50,7 +50,7 @@ def test_random_network_gradients_equal_einsum(case, strategy, data):
     # Some inputs need no gradient, as a frozen input or the first layer's hidden states.
     needs = data.draw(st.lists(st.booleans(), min_size=len(tensors), max_size=len(tensors)).filter(any))
     tensors = [tensor.requires_grad_(need) for tensor, need in zip(tensors, needs)]
-    wanted = [tensor for tensor in tensors if tensor.requires_grad]
+    needing_grad = [tensor for tensor in tensors if tensor.requires_grad]
     try:
         contraction = plan(net, output, strategy=strategy)
         result = contraction(*tensors)
@@ -59,7 +59,7 @@ def test_random_network_gradients_equal_einsum(case, strategy, data):
         return
     expected = torch.einsum(net.equation(output), *tensors)
     torch.testing.assert_close(result, expected, rtol=1e-10, atol=1e-10)
-    for grad, grad_expected in zip(_gradients(result, wanted), _gradients(expected, wanted)):
+    for grad, grad_expected in zip(_gradients(result, needing_grad), _gradients(expected, needing_grad)):
         torch.testing.assert_close(grad, grad_expected, rtol=1e-10, atol=1e-10)
 
 

@@ -1,5 +1,7 @@
 """Router selectors, splits, task rows and router-only tuning."""
 
+import pickle
+
 import pytest
 import torch
 
@@ -143,3 +145,19 @@ def test_straight_through_all_off_gives_zeros():
     weights = router.weights(torch.tensor([0]))
     assert torch.isfinite(weights).all()
     assert torch.equal(weights, torch.zeros_like(weights))
+
+
+def test_checked_ids_changed_in_place_are_checked_again():
+    router = _router()
+    ids = torch.tensor([0, 2])
+    router.weights(ids)
+    ids[1] = 5
+    with pytest.raises(ValueError, match=r"task id 5 is outside the router, which has 3 tasks"):
+        router.weights(ids)
+
+
+def test_router_pickles_after_a_check():
+    router = _router()
+    router.weights(torch.tensor([1]))
+    copied = pickle.loads(pickle.dumps(router))
+    torch.testing.assert_close(copied.weights(torch.tensor([1])), router.weights(torch.tensor([1])))

@@ -15,6 +15,8 @@ from collections.abc import Callable
 
 import torch
 
+from .allocator import keep_freed_memory
+
 __all__ = ["add_arguments", "run"]
 
 TARGETS = (r".*\.(SelfAttention|EncDecAttention)\.(q|k|v|o)", r".*\.DenseReluDense\.(wi_0|wi_1|wo)")
@@ -36,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--order", type=int, default=2, help="TLoRA order N")
     parser.add_argument("--repeats", type=int, default=15, help="timed rounds (the median is reported)")
     parser.add_argument("--warmup", type=int, default=3, help="untimed rounds first")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's allocator as it is; by default it keeps freed memory so that page faults do not skew the ratios")
 
 
 def _base_model(args: argparse.Namespace) -> torch.nn.Module:
@@ -130,6 +134,9 @@ def _inference_steps(args: argparse.Namespace, batch: dict, task_ids: torch.Tens
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.default_malloc:
+        kept = keep_freed_memory()
+        print(f"allocator: glibc keeps freed memory (see tensorpoly_tn.bench.allocator): {'yes' if kept else 'not available'}")
     generator = torch.Generator().manual_seed(0)
     batch = {
         "input_ids": torch.randint(3, 384, (args.batch, args.source_length), generator=generator),

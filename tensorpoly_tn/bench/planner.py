@@ -13,9 +13,10 @@ cotengra is installed, and the warm cache look-up is timed against the planned s
 
 With ``--shapes tiny`` (or ``both``, the default) it also times a
 :class:`~tensorpoly_tn.TensorPolyLinear` of the tiny T5 preset (d_model 64, d_ff 128, rank 4,
-n_terms 4, pairwise) at its three layer shapes: ``layer.update`` (planned) against
-``AdapterLinear.update`` (the factors and two ``bmm``), forward plus backward, and prints the
-median ratio. At these widths per-call overhead and memory traffic, not FLOPs, set the time.
+n_terms 4, pairwise) at its three layer shapes, forward plus backward: the planned update and
+``layer.update`` (which runs the fused training kernel of :mod:`tensorpoly_tn.layers.fused`
+when gradients are needed) against ``AdapterLinear.update`` (the factors and two ``bmm``), and
+prints the median ratios. At these widths per-call overhead and memory traffic, not FLOPs, set the time.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from ..planner.adapters import tlora_network, tlora_nodes, tlora_update
 from ..planner.plan import Plan
 from ..planner.reverse import unfold_axis
 from ..tlora import kron_leaves, leaf_length
+from .allocator import keep_freed_memory
 
 __all__ = ["add_arguments", "run"]
 
@@ -52,6 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--shapes", choices=["t5-large", "tiny", "both"], default="both",
                         help="layer shapes to time: T5-large (the options above), the tiny T5 preset, or both")
     parser.add_argument("--tiny-orders", type=int, nargs="+", default=[1, 2, 4], help="TLoRA orders at the tiny shapes")
+    parser.add_argument("--default-malloc", action="store_true",
+                        help="leave glibc's allocator as it is; by default it keeps freed memory so that page faults do not skew the ratios")
     parser.add_argument("--tiny-seqs", type=int, nargs="+", default=[32, 256],
                         help="sequence lengths at the tiny shapes (batch is --batch)")
 
@@ -83,9 +87,10 @@ def _time(function, tensors) -> float:
     return time.perf_counter() - start
 
 
-def _interleaved_medians(methods: dict, tensors, repeats: int) -> dict[str, float]:
+def _interleaved_medians(methods: dict, tensors, repeats: int, calls: int = 1) -> dict[str, float]:
     """Time each method once per round, in turn, for 2 warm-up rounds and ``repeats`` timed ones.
 
+    A sample is the mean of ``calls`` back-to-back calls, for updates too short to time one by one.
     Every other round runs the methods in reverse order, so that neither method always runs
     right after the other (a cache or allocator warmed by the previous call favours the next).
     """
@@ -93,7 +98,7 @@ def _interleaved_medians(methods: dict, tensors, repeats: int) -> dict[str, floa
     for repeat in range(repeats + 2):
         names = list(methods) if repeat % 2 == 0 else list(reversed(methods))
         for name in names:
-            elapsed = _time(methods[name], tensors)
+            elapsed = sum(_time(methods[name], tensors) for _ in range(calls)) / calls
             if repeat >= 2:
                 times[name].append(elapsed)
     return {name: statistics.median(values) for name, values in times.items()}
@@ -166,21 +171,23 @@ def _measure_tiny(args, order: int, seq: int) -> None:
         parameters = [parameter for parameter in layer.parameters() if parameter.requires_grad]
         methods = {
             "bmm": lambda: AdapterLinear.update(layer, x, task_ids),
-            "planned": lambda: layer.update(x, task_ids),
+            "planned": lambda: tlora_update(x, layer.leaves_a, layer.leaves_b, d_out, "pairwise", layer.router(task_ids)),
+            "fused": lambda: layer.update(x, task_ids),
         }
         calls = max(1, min(50, int(0.01 / _time(methods["bmm"], parameters))))  # about 10 ms per sample
-        times: dict[str, list[float]] = {name: [] for name in methods}
-        for repeat in range(args.repeats + 2):
-            for name, function in methods.items():
-                elapsed = sum(_time(function, parameters) for _ in range(calls)) / calls
-                if repeat >= 2:
-                    times[name].append(elapsed)
-        bmm, planned = statistics.median(times["bmm"]), statistics.median(times["planned"])
-        cells.append(f"{d_in}->{d_out}: bmm {bmm * 1e3:.2f} ms, planned/bmm {planned / bmm:.2f}x")
+        medians = _interleaved_medians(methods, parameters, args.repeats, calls)
+        bmm = medians["bmm"]
+        cells.append(
+            f"{d_in}->{d_out}: bmm {bmm * 1e3:.2f} ms, planned/bmm {medians['planned'] / bmm:.2f}x, "
+            f"fused/bmm {medians['fused'] / bmm:.2f}x"
+        )
     print(f"tiny order {order}, seq {seq}: " + "  ".join(cells))
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.default_malloc:
+        kept = keep_freed_memory()
+        print(f"allocator: glibc keeps freed memory (see tensorpoly_tn.bench.allocator): {'yes' if kept else 'not available'}")
     if args.shapes in ("t5-large", "both"):
         print(
             f"TensorPoly-I update, forward + backward: batch {args.batch}, seq {args.seq}, d_in {args.d_in}, "
@@ -191,7 +198,7 @@ def run(args: argparse.Namespace) -> int:
             _measure_order(args, order)
     if args.shapes in ("tiny", "both"):
         print(
-            f"TensorPolyLinear.update planned vs AdapterLinear.update (bmm), forward + backward, tiny T5 preset: "
+            f"TensorPoly-I update planned and fused vs AdapterLinear.update (bmm), forward + backward, tiny T5 preset: "
             f"batch {args.batch}, rank 4, n_terms 4, pairwise, median of {args.repeats}, {torch.get_num_threads()} threads"
         )
         for seq in args.tiny_seqs:

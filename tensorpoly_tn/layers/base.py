@@ -132,7 +132,7 @@ class AdapterLinear(nn.Module):
         update = self.update(inputs, None if task_ids is None else task_ids.to(inputs.device))
         if squeeze:
             update = update.squeeze(1)
-        return result + self.scaling * update
+        return torch.add(result, update, alpha=self.scaling)  # result + scaling * update in one operation
 
     def extra_repr(self) -> str:
         return f"method={self.method!r}, in_features={self.in_features}, out_features={self.out_features}, rank={self.rank}"

@@ -16,22 +16,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..indices import equation
 from ..routing import Router
 from ..tlora import Normalize, kron_leaves
 from .base import AdapterLinear
+from .fused import kronecker_nodes, kronecker_update, use_fused_update
 from .mixing import factors_per_distinct_task, init_tlora_leaves
 
 __all__ = ["TensorPoly2Linear"]
-
-# mixed[n, b, r, p] = sum_k w[b, n, k] leaves[n, k, r, p]
-_MIX_LEAVES_A = equation(
-    [("batch", "order", "term"), ("order", "term", "rank", "leaf_in")], ("order", "batch", "rank", "leaf_in")
-)
-_MIX_LEAVES_B = equation(
-    [("batch", "order", "term"), ("order", "term", "rank", "leaf_out")], ("order", "batch", "rank", "leaf_out")
-)
-
 
 class TensorPoly2Linear(AdapterLinear):
     """A frozen linear layer adapted by TLoRA leaves mixed per task and per order (TensorPoly-II).
@@ -90,10 +81,19 @@ class TensorPoly2Linear(AdapterLinear):
         init_tlora_leaves(self, n_terms, order, normalize, lambda: n_terms**0.5 * self.in_features ** (-1.0 / (2 * order)))
         self.router = Router(n_tasks, n_terms, selector=selector, n_splits=order).to(weight.device)
 
-    def _build(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _mixed_leaves(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return the leaves mixed per task: (order, task, rank, leaf_in) and (order, task, rank, leaf_out)."""
         weights = self.router.weights(task_ids).to(self.leaves_a.dtype)  # (task, order, term)
-        mixed_a = torch.einsum(_MIX_LEAVES_A, weights, self.leaves_a)  # (order, task, rank, leaf_in)
-        mixed_b = torch.einsum(_MIX_LEAVES_B, weights, self.leaves_b)  # (order, task, rank, leaf_out)
+        per_order = weights.transpose(0, 1)  # (order, task, term)
+        # mixed[n, t, r, p] = sum_k w[t, n, k] leaves[n, k, r, p]: one bmm per factor with the order as its batch.
+        mixed = [
+            torch.bmm(per_order, leaves.flatten(2)).view(self.order, len(task_ids), self.rank, leaves.shape[-1])
+            for leaves in (self.leaves_a, self.leaves_b)
+        ]
+        return mixed[0], mixed[1]  # (order, task, rank, leaf_in), (order, task, rank, leaf_out)
+
+    def _build(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        mixed_a, mixed_b = self._mixed_leaves(task_ids)
         a = kron_leaves(mixed_a, self.in_features, self.normalize)  # (task, rank, d_in)
         b = kron_leaves(mixed_b, self.out_features, self.normalize)  # (task, rank, d_out)
         return a.transpose(1, 2), b  # (task, d_in, rank), (task, rank, d_out)
@@ -101,6 +101,23 @@ class TensorPoly2Linear(AdapterLinear):
     def factors(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return A (batch, d_in, rank) and B (batch, rank, d_out) for ``task_ids`` (batch,)."""
         return factors_per_distinct_task(task_ids, self._build)
+
+    def update(self, inputs: torch.Tensor, task_ids: torch.Tensor) -> torch.Tensor:
+        """Return ``x A B`` (batch, seq, d_out) for ``inputs`` (batch, seq, d_in).
+
+        Without gradients the factors are built once per distinct task and applied with ``bmm``
+        (:meth:`AdapterLinear.update`). With gradients the leaves are mixed per example, and the
+        Kronecker products and both factor products run as one fused autograd node
+        (:func:`~tensorpoly_tn.layers.fused.kronecker_update`), which saves the per-operation
+        overhead that dominates a training step at small widths.
+        """
+        if not use_fused_update(inputs, self.leaves_a, self.leaves_b, self.router.logits):
+            return super().update(inputs, task_ids)
+        mixed_a, mixed_b = self._mixed_leaves(task_ids)  # (order, batch, rank, leaf)
+        # The mixed leaves themselves, or the normalised children of the root product, each (batch, rank, leg).
+        nodes_a = kronecker_nodes(mixed_a.to(inputs.dtype), self.normalize)
+        nodes_b = kronecker_nodes(mixed_b.to(inputs.dtype), self.normalize)
+        return kronecker_update(inputs, nodes_a, nodes_b, self.out_features, "each")
 
     def extra_repr(self) -> str:
         return (

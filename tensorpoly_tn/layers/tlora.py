@@ -14,9 +14,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..tlora import Normalize, kron_leaves
 from ..planner.adapters import tlora_update
+from ..tlora import Normalize, kron_leaves
 from .base import AdapterLinear
+from .fused import kronecker_nodes, kronecker_update, use_fused_update
 from .mixing import init_tlora_leaves
 
 __all__ = ["TLoRALinear"]
@@ -77,12 +78,16 @@ class TLoRALinear(AdapterLinear):
         return a.T.unsqueeze(0), b.unsqueeze(0)  # (1, d_in, rank), (1, rank, d_out)
 
     def update(self, inputs: torch.Tensor, task_ids: torch.Tensor | None = None) -> torch.Tensor:
-        """Return ``x A B`` (batch, seq, d_out) for ``inputs`` (batch, seq, d_in) through the planner.
+        """Return ``x A B`` (batch, seq, d_out) for ``inputs`` (batch, seq, d_in).
 
-        The unrouted TLoRA network is contracted by :mod:`tensorpoly_tn.planner`; the result
-        equals :meth:`factors` then ``bmm``.
+        Without gradients the unrouted TLoRA network is contracted by :mod:`tensorpoly_tn.planner`.
+        With gradients the summed factors are built and applied by one fused autograd node
+        (:func:`~tensorpoly_tn.layers.fused.kronecker_update`). Both equal :meth:`factors` then ``bmm``.
         """
         leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)
+        if use_fused_update(inputs, leaves_a, leaves_b):
+            nodes_a, nodes_b = kronecker_nodes(leaves_a, self.normalize), kronecker_nodes(leaves_b, self.normalize)
+            return kronecker_update(inputs, nodes_a, nodes_b, self.out_features, "sum")
         return tlora_update(inputs, leaves_a, leaves_b, self.out_features, self.normalize)
 
     def extra_repr(self) -> str:

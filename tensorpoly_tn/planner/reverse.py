@@ -14,7 +14,7 @@ back and broadcast. Each gradient step is a :class:`~.backend.PairStep` worked o
 
 :class:`PlannedContraction` runs a whole plan as one ``torch.autograd.Function``. Its forward
 pass records each step on a tape, and its backward pass walks the tape in reverse with the
-prepared gradient steps. Autograd then sees one node per call instead of one per permute,
+prepared gradient steps. Autograd then records one node per call instead of one per permute,
 reshape, pad and product. At the widths of a small model those nodes cost more than the
 arithmetic. A plan with a step that has no planned gradient (repeated letters in an operand,
 three operands in one step) runs under plain autograd instead.
@@ -40,7 +40,7 @@ __all__ = ["OperandGradient", "step_gradients", "unfold_axis", "fold_axes", "Tap
 
 @dataclass(frozen=True)
 class OperandGradient:
-    """How one operand's gradient is computed from the step's output gradient.
+    """The rule that computes one operand's gradient from the step's output gradient.
 
     With ``step`` set, ``step(grad_output, other)`` contracts the output gradient with the other
     operand (the one at position ``other``). Without it, the output gradient is permuted by
@@ -65,11 +65,11 @@ class OperandGradient:
         return grad
 
 
-def _broadcast_back(letters: str, kept: str, sizes: dict[str, int]) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
-    """Return the reshape and expand that take a gradient over ``kept`` back to all of ``letters``."""
-    if kept == letters:
+def _broadcast_back(letters: str, kept_letters: str, sizes: dict[str, int]) -> tuple[tuple[int, ...] | None, tuple[int, ...] | None]:
+    """Return the reshape and expand that take a gradient over ``kept_letters`` back to all of ``letters``."""
+    if kept_letters == letters:
         return None, None
-    kept_shape = tuple(sizes[letter] if letter in kept else 1 for letter in letters)
+    kept_shape = tuple(sizes[letter] if letter in kept_letters else 1 for letter in letters)
     return kept_shape, tuple(sizes[letter] for letter in letters)
 
 
@@ -88,15 +88,15 @@ def step_gradients(einsum_str: str, sizes: dict[str, int]) -> tuple[OperandGradi
     for position, letters in enumerate(inputs):
         others = [other for index, other in enumerate(inputs) if index != position]
         seen_elsewhere = set(output).union(*others)
-        kept = "".join(letter for letter in letters if letter in seen_elsewhere)
-        kept_shape, shape = _broadcast_back(letters, kept, sizes)
+        kept_letters = "".join(letter for letter in letters if letter in seen_elsewhere)
+        kept_shape, shape = _broadcast_back(letters, kept_letters, sizes)
         if others:
             other = others[0]
             shapes = (tuple(sizes[letter] for letter in output), tuple(sizes[letter] for letter in other))
-            step = pair_step(f"{output},{other}->{kept}", *shapes)
+            step = pair_step(f"{output},{other}->{kept_letters}", *shapes)
             gradients.append(OperandGradient(step, 1 - position, None, kept_shape, shape))
         else:
-            order = tuple(output.index(letter) for letter in kept)
+            order = tuple(output.index(letter) for letter in kept_letters)
             order = None if order == tuple(range(len(order))) else order
             gradients.append(OperandGradient(None, None, order, kept_shape, shape))
     return tuple(gradients)
@@ -126,7 +126,7 @@ class Tape:
 
     ``values`` holds the call's tensors (the inputs, then every intermediate) and ``needs_grad``
     whether each depends on an input that requires a gradient. A record is
-    ``(kind, input ids, output id, data)`` and is kept only when its output needs a gradient.
+    ``(kind, input ids, output id, data)`` and is kept_letters only when its output needs a gradient.
     """
 
     def __init__(self, tensors: list[torch.Tensor], needs_grad: list[bool]) -> None:
