@@ -318,20 +318,30 @@ def draw_network(network: TensorNetwork, output: Sequence[str] | None = None, ax
         for index in network.expand(node.indices):
             owners.setdefault(index, []).append(node.name)
 
+    # Open legs of one node fan out around the direction away from the centre, 0.4 rad apart.
+    open_legs: dict[str, list[str]] = {}
+    for index, names in owners.items():
+        if index in expanded_output and len(names) == 1:
+            open_legs.setdefault(names[0], []).append(index)
+    spread = {
+        index: (position - (len(legs) - 1) / 2) * 0.4 for legs in open_legs.values() for position, index in enumerate(legs)
+    }
+
     for index, names in owners.items():
         label = f"{index}={sizes[index]}"
         points = [where[name] for name in names]
         if index in expanded_output:
             # An open leg points away from the centre of the circle.
             x, y = points[-1] if len(points) == 1 else (sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points))
-            norm = math.hypot(x, y) or 1.0
-            end = (1.6 * x / norm, 1.6 * y / norm)
+            angle = math.atan2(y, x) + spread.get(index, 0.0)
+            end = (1.6 * math.cos(angle), 1.6 * math.sin(angle))
             points = points + [end]
             ax.annotate(label, end, fontsize=8, ha="center", color="tab:red")
         if len(points) == 2:
             (x0, y0), (x1, y1) = points
             ax.plot([x0, x1], [y0, y1], color="grey", zorder=1)
-            ax.annotate(label, ((x0 + x1) / 2, (y0 + y1) / 2), fontsize=8, ha="center")
+            if index not in expanded_output:  # an open leg is labelled at its end
+                ax.annotate(label, ((x0 + x1) / 2, (y0 + y1) / 2), fontsize=8, ha="center")
         elif len(points) > 2:
             hub = (sum(p[0] for p in points) / len(points), sum(p[1] for p in points) / len(points))
             for x0, y0 in points:

@@ -42,7 +42,7 @@ from torch.distributions.relaxed_bernoulli import RelaxedBernoulli
 
 from .tlora import check_positive
 
-__all__ = ["Router", "Selector", "SELECTORS", "register_selector", "get_selector", "LOGIT_INIT_RANGE"]
+__all__ = ["Router", "Selector", "SELECTORS", "register_selector", "get_selector", "LOGIT_INIT_RANGE", "logit_dtype"]
 
 LOGIT_INIT_RANGE = 1e-3
 
@@ -90,6 +90,16 @@ def get_selector(name: str) -> Selector:
         raise ValueError(
             f"unknown selector {name!r}: selector must be one of the registered selectors {sorted(SELECTORS)}"
         ) from None
+
+
+def logit_dtype(weight_dtype: torch.dtype) -> torch.dtype:
+    """Return the dtype of a router's logits beside an adapted weight of ``weight_dtype``.
+
+    Routers keep float32 logits beside half-precision and float32 weights, and float64 beside
+    float64 weights. A sigmoid normalised over a few experts loses most of its resolution in
+    bfloat16, and the logits are a few numbers per task, so full precision costs nothing.
+    """
+    return torch.float64 if weight_dtype == torch.float64 else torch.float32
 
 
 def _normalize(scores: torch.Tensor) -> torch.Tensor:

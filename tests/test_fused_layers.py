@@ -19,8 +19,6 @@ TASK_IDS = torch.tensor([2, 0, 2])  # a repeated task, as in a mixed batch
 def _layer(method, order, normalize, dtype=torch.float64):
     torch.manual_seed(order)
     layer = LAYERS[method](nn.Linear(11, 7).to(dtype), order, normalize)
-    if dtype == torch.float64:
-        layer.to(dtype)  # some routers keep float32 logits; float64 lets the gradients agree to 1e-9
     with torch.no_grad():
         for name, parameter in layer.named_parameters():
             if parameter.requires_grad:

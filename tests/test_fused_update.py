@@ -5,7 +5,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tensorpoly_tn.layers.fused import kronecker_nodes, kronecker_update
+from tensorpoly_tn.layers.fused import kronecker_update
 from tensorpoly_tn.planner.adapters import tlora_nodes
 from tensorpoly_tn.tlora import kron_leaves, leaf_length
 
@@ -54,9 +54,13 @@ def _reference(config, x, leaves_a, leaves_b, weights):
 
 
 def _fused(config, x, leaves_a, leaves_b, weights):
-    """Pass the nodes as a list (tlora_nodes) or, where the leaves are the nodes, stacked (kronecker_nodes)."""
-    nodes = kronecker_nodes if config.get("stacked") else tlora_nodes
-    nodes_a, nodes_b = nodes(leaves_a, config["normalize"]), nodes(leaves_b, config["normalize"])
+    """Pass the leaves stacked with their normalisation, or the planner's nodes (tlora_nodes) as a list.
+
+    tlora_nodes already applies the layer norms, so the list is multiplied without normalisation.
+    """
+    if config.get("stacked"):
+        return kronecker_update(x, leaves_a, leaves_b, config["d_out"], config["mixing"], weights, config["normalize"])
+    nodes_a, nodes_b = tlora_nodes(leaves_a, config["normalize"]), tlora_nodes(leaves_b, config["normalize"])
     return kronecker_update(x, nodes_a, nodes_b, config["d_out"], config["mixing"], weights)
 
 
@@ -78,10 +82,11 @@ def test_fused_update_and_gradients_equal_materialised(config):
 
 
 @pytest.mark.parametrize("stacked", [False, True])
+@pytest.mark.parametrize("normalize", ["none", "pairwise"])
 @pytest.mark.parametrize("mixing", ["weights", "sum", "each"])
-def test_fused_update_gradcheck(mixing, stacked):
+def test_fused_update_gradcheck(mixing, normalize, stacked):
     config = {"order": 3, "d_in": 5, "d_out": 7, "n_terms": 2, "rank": 2, "batch": 2, "seq": 2,
-              "normalize": "none", "mixing": mixing, "stacked": stacked}
+              "normalize": normalize, "mixing": mixing, "stacked": stacked}
     tensors = [tensor.requires_grad_(True) for tensor in _tensors(config) if tensor is not None]
 
     def function(x, leaves_a, leaves_b, *weights):
@@ -104,6 +109,8 @@ def test_bad_mixing_arguments_are_rejected():
     x, leaves_a, leaves_b, weights = _tensors({"order": 2, "d_in": 4, "d_out": 4, "n_terms": 3, "rank": 1,
                                                "batch": 2, "seq": 1, "mixing": "weights"})
     nodes_a, nodes_b = list(leaves_a.unbind(0)), list(leaves_b.unbind(0))
+    with pytest.raises(ValueError, match=r"normalize must be one of \('none', 'pairwise'\), got 'layer'"):
+        kronecker_update(x, nodes_a, nodes_b, 4, "weights", weights, "layer")
     with pytest.raises(ValueError, match=r"mixing must be one of \('weights', 'sum', 'each'\), got 'mean'"):
         kronecker_update(x, nodes_a, nodes_b, 4, "mean", weights)
     with pytest.raises(ValueError, match=r"routing weights must be given for mixing 'weights' and omitted otherwise; got mixing 'sum' with weights"):

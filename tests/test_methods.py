@@ -187,3 +187,13 @@ def test_adapters_follow_the_models_training_mode():
     trained = _tiny_t5().train()
     apply_adapters(trained, _config("poly"))
     assert all(layer.router.training for layer in adapter_layers(trained).values())
+
+
+@pytest.mark.parametrize("dtype, expected", [(torch.bfloat16, torch.float32), (torch.float32, torch.float32),
+                                             (torch.float64, torch.float64)])
+@pytest.mark.parametrize("method", ["poly", "mhr", "tensorpoly-1", "tensorpoly-2"])
+def test_router_logits_keep_full_precision(method, dtype, expected):
+    model = _tiny_t5().to(dtype)
+    apply_adapters(model, _config(method))
+    for layer in adapter_layers(model).values():
+        assert layer.router.logits.dtype == expected

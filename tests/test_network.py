@@ -1,5 +1,7 @@
 """TensorNetwork: equations, sizes, costs, drawing and the errors for bad networks."""
 
+import math
+
 import matplotlib
 import pytest
 
@@ -109,4 +111,17 @@ def test_draw_returns_figure_and_axes():
     assert returned_ax is ax and returned_fig is fig
     labels = {text.get_text() for text in ax.texts}
     assert {"x", "A", "B", "s", "d_in=5", "rank=2", "d_out=3", "batch=2"} <= labels
+    plt.close(fig)
+
+
+def test_draw_fans_out_open_legs_of_one_node():
+    import matplotlib.pyplot as plt
+
+    net = TensorNetwork()
+    net.add("x", ("batch", "seq", "d_in"), (2, 3, 5), role="input").add("A", ("d_in", "d_out"), (5, 4))
+    fig, ax = net.draw(output=("batch", "seq", "d_out"))
+    ends = {text.get_text(): text.xy for text in ax.texts}
+    batch_end, seq_end = ends["batch=2"], ends["seq=3"]
+    assert math.dist(batch_end, seq_end) > 0.5  # 0.4 rad apart at radius 1.6
+    assert math.hypot(*batch_end) == pytest.approx(1.6)
     plt.close(fig)

@@ -1,8 +1,9 @@
 r"""The training-time update of the Kronecker-factor layers as one autograd function.
 
 TLoRA, TensorPoly-I and TensorPoly-II all compute ``x A B`` where each factor is cut from
-Kronecker products of small nodes (the leaves, or the layer-normalised children of the root
-product, see :func:`~tensorpoly_tn.planner.adapters.tlora_nodes`). For one side with nodes
+Kronecker products of small nodes (the leaves, mixed per task for TensorPoly-II). The nodes are
+multiplied by the balanced tree of :func:`~tensorpoly_tn.tlora.kron_leaves`, with or without
+the pairwise layer norm (see :mod:`tensorpoly_tn.layers.kron_tree`). For one side with nodes
 ``n_1 ... n_J`` of shape (term, rank, leg_j),
 
 .. math::
@@ -29,7 +30,6 @@ autograd, 1.39 times with the planner's planned backward pass, and 1.11 times wi
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Literal
 
@@ -37,10 +37,10 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from ..planner.adapters import tlora_nodes
 from ..tlora import Normalize
+from .kron_tree import tree_backward, tree_forward
 
-__all__ = ["Mixing", "MIXINGS", "KroneckerUpdate", "kronecker_update", "kronecker_nodes", "use_fused_update"]
+__all__ = ["Mixing", "MIXINGS", "KroneckerUpdate", "kronecker_update", "use_fused_update"]
 
 Mixing = Literal["weights", "sum", "each"]
 MIXINGS: tuple[str, ...] = ("weights", "sum", "each")
@@ -57,15 +57,6 @@ def use_fused_update(*tensors: torch.Tensor) -> bool:
         and any(tensor.requires_grad for tensor in tensors)
         and not torch.is_autocast_enabled(tensors[0].device.type)
     )
-
-
-def _kron_prefixes(nodes: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-    """Return the running Kronecker products: ``n_1``, ``n_1 x n_2``, ..., each (term, rank, legs so far)."""
-    prefixes = [nodes[0]]
-    for node in nodes[1:]:
-        product = prefixes[-1].unsqueeze(-1) * node.unsqueeze(-2)  # (term, rank, legs so far, leg)
-        prefixes.append(product.flatten(-2))
-    return prefixes
 
 
 def _mix(cut: torch.Tensor, weights: torch.Tensor | None, mixing: str) -> torch.Tensor:
@@ -90,26 +81,6 @@ def _unmix(grad_factor: torch.Tensor, cut: torch.Tensor, weights: torch.Tensor |
     return grad_factor, None
 
 
-def _kron_backward(grad_cut: torch.Tensor, nodes: tuple[torch.Tensor, ...], prefixes: tuple[torch.Tensor, ...]) -> list[torch.Tensor]:
-    """Return the gradient of each node (term, rank, leg_j) from the gradient of the cut product.
-
-    ``prefixes`` are the running products before the last, as :func:`_kron_prefixes` returns them.
-    """
-    full = math.prod(node.shape[-1] for node in nodes)
-    grad = F.pad(grad_cut, (0, full - grad_cut.shape[-1])) if grad_cut.shape[-1] < full else grad_cut
-    terms, rank = grad.shape[:2]
-    grads = [None] * len(nodes)
-    # P_j = P_{j-1} x n_j, so dP_{j-1} = dP_j . n_j and dn_j = P_{j-1} . dP_j, each over the other leg.
-    for position in range(len(nodes) - 1, 0, -1):
-        node, previous = nodes[position], prefixes[position - 1]
-        leg, before = node.shape[-1], previous.shape[-1]
-        grad = grad.reshape(terms * rank, before, leg)
-        grads[position] = torch.bmm(previous.reshape(terms * rank, 1, before), grad).view(node.shape)
-        grad = torch.bmm(grad, node.reshape(terms * rank, leg, 1)).view(previous.shape)
-    grads[0] = grad
-    return grads
-
-
 def _batched(left: torch.Tensor, right: torch.Tensor) -> torch.Tensor:
     """Multiply (batch, m, k) by (batch or 1, k, n), broadcasting a shared right factor."""
     if right.shape[0] == 1 and left.shape[0] != 1:
@@ -127,7 +98,7 @@ def _summed_outer(left: torch.Tensor, right: torch.Tensor, shared: bool) -> torc
 class KroneckerUpdate(torch.autograd.Function):
     """``x A B`` with A and B built from Kronecker nodes, as one autograd node; see the module docstring.
 
-    ``KroneckerUpdate.apply(x, weights, mixing, d_out, layout, *tensors)`` with ``x``
+    ``KroneckerUpdate.apply(x, weights, mixing, d_out, normalize, layout, *tensors)`` with ``x``
     (batch, seq, d_in), ``weights`` (batch, term) or ``None``, and the tensors of A then those of
     B, returns (batch, seq, d_out). ``layout`` holds ``(stacked, count)`` per factor: ``count``
     tensors each (term, rank, leg), or with ``stacked`` one tensor (node, term, rank, leg) of
@@ -136,28 +107,31 @@ class KroneckerUpdate(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, weights, mixing, d_out, layout, *tensors):
+    def forward(ctx, x, weights, mixing, d_out, normalize, layout, *tensors):
         (stacked_a, count_a), (stacked_b, _) = layout
-        nodes_a = _unstack(tensors[:count_a], stacked_a)
-        nodes_b = _unstack(tensors[count_a:], stacked_b)
-        prefixes_a, prefixes_b = _kron_prefixes(nodes_a), _kron_prefixes(nodes_b)
-        cut_a = prefixes_a[-1][..., : x.shape[-1]].contiguous()  # (term, rank, d_in)
-        cut_b = prefixes_b[-1][..., :d_out].contiguous()  # (term, rank, d_out)
+        root_a, tape_a = tree_forward(_unstack(tensors[:count_a], stacked_a), normalize)  # (term, rank, full_in)
+        root_b, tape_b = tree_forward(_unstack(tensors[count_a:], stacked_b), normalize)  # (term, rank, full_out)
+        cut_a = root_a[..., : x.shape[-1]].contiguous()  # (term, rank, d_in)
+        cut_b = root_b[..., :d_out].contiguous()  # (term, rank, d_out)
         factor_a, factor_b = _mix(cut_a, weights, mixing), _mix(cut_b, weights, mixing)  # (batch or 1, rank, d)
         hidden = _batched(x, factor_a.transpose(1, 2))  # (batch, seq, rank)
         result = _batched(hidden, factor_b)  # (batch, seq, d_out)
-        ctx.save_for_backward(x, weights, factor_a, factor_b, hidden, cut_a, cut_b, *tensors, *prefixes_a[:-1], *prefixes_b[:-1])
-        ctx.mixing, ctx.layout = mixing, layout
+
+        ctx.save_for_backward(x, weights, factor_a, factor_b, hidden, cut_a, cut_b, *tape_a.values, *tape_b.values)
+        ctx.counts = (len(tape_a.values), len(tape_b.values))
+        ctx.full = (root_a.shape[-1], root_b.shape[-1])
+        tape_a.values, tape_b.values = [], []  # the tensors travel through save_for_backward
+        ctx.mixing, ctx.layout, ctx.tapes = mixing, layout, (tape_a, tape_b)
         return result
 
     @staticmethod
     @once_differentiable
     def backward(ctx, grad_result):
-        x, weights, factor_a, factor_b, hidden, cut_a, cut_b, *rest = ctx.saved_tensors
-        mixing, ((stacked_a, count_a), (stacked_b, count_b)) = ctx.mixing, ctx.layout
-        nodes_a, rest = _unstack(rest[:count_a], stacked_a), rest[count_a:]
-        nodes_b, rest = _unstack(rest[:count_b], stacked_b), rest[count_b:]
-        prefixes_a, prefixes_b = rest[: len(nodes_a) - 1], rest[len(nodes_a) - 1 :]
+        x, weights, factor_a, factor_b, hidden, cut_a, cut_b, *values = ctx.saved_tensors
+        (stacked_a, _), (stacked_b, _) = ctx.layout
+        tape_a, tape_b = ctx.tapes
+        tape_a.values, tape_b.values = values[: ctx.counts[0]], values[ctx.counts[0] :]
+        mixing = ctx.mixing
         shared = factor_a.shape[0] == 1 and x.shape[0] != 1
         grad_result = grad_result.contiguous()
         grad_factor_b = _summed_outer(hidden, grad_result, shared)  # (batch or 1, rank, d_out)
@@ -168,9 +142,14 @@ class KroneckerUpdate(torch.autograd.Function):
         grad_cut_a, grad_weights_a = _unmix(grad_factor_a, cut_a, weights, mixing)
         grad_cut_b, grad_weights_b = _unmix(grad_factor_b, cut_b, weights, mixing)
         grad_weights = None if grad_weights_a is None else grad_weights_a + grad_weights_b
-        grads_a = _restack(_kron_backward(grad_cut_a, nodes_a, prefixes_a), stacked_a)
-        grads_b = _restack(_kron_backward(grad_cut_b, nodes_b, prefixes_b), stacked_b)
-        return (grad_x, grad_weights, None, None, None, *grads_a, *grads_b)
+        grads_a = _restack(tree_backward(_pad_to(grad_cut_a, ctx.full[0]), tape_a), stacked_a)
+        grads_b = _restack(tree_backward(_pad_to(grad_cut_b, ctx.full[1]), tape_b), stacked_b)
+        return (grad_x, grad_weights, None, None, None, None, *grads_a, *grads_b)
+
+
+def _pad_to(grad_cut: torch.Tensor, full: int) -> torch.Tensor:
+    """Pad the gradient of the cut product (term, rank, d) with zeros to the root's length ``full``."""
+    return F.pad(grad_cut, (0, full - grad_cut.shape[-1])) if grad_cut.shape[-1] < full else grad_cut
 
 
 def _unstack(tensors: tuple[torch.Tensor, ...], stacked: bool) -> tuple[torch.Tensor, ...]:
@@ -188,6 +167,7 @@ def kronecker_update(
     d_out: int,
     mixing: Mixing,
     weights: torch.Tensor | None = None,
+    normalize: Normalize = "none",
 ) -> torch.Tensor:
     """Return ``x A B`` (batch, seq, d_out) with A and B built from Kronecker nodes, as one autograd node.
 
@@ -207,6 +187,9 @@ def kronecker_update(
         ``b`` (term == batch).
     weights
         Routing weights (batch, term) for mixing "weights"; otherwise ``None``.
+    normalize
+        How the nodes are multiplied, as in :func:`~tensorpoly_tn.tlora.kron_leaves`: ``"none"``
+        or ``"pairwise"`` (layer norm on every product that feeds a further one).
     """
     if mixing not in MIXINGS:
         raise ValueError(f"mixing must be one of {MIXINGS}, got {mixing!r}")
@@ -221,17 +204,4 @@ def kronecker_update(
     if mixing == "each" and terms != x.shape[0]:
         raise ValueError(f"mixing 'each' needs one term per example; got {terms} terms for a batch of {x.shape[0]}")
     layout = ((isinstance(nodes_a, torch.Tensor), len(tensors_a)), (isinstance(nodes_b, torch.Tensor), len(tensors_b)))
-    return KroneckerUpdate.apply(x, weights, mixing, d_out, layout, *tensors_a, *tensors_b)
-
-
-def kronecker_nodes(leaves: torch.Tensor, normalize: Normalize) -> torch.Tensor | list[torch.Tensor]:
-    """Return the nodes of one TLoRA factor for :func:`kronecker_update`.
-
-    ``leaves`` is (order, term, rank, leaf). Without normalisation, or at order 2 or less (where
-    only the root product is formed, and it is not normalised), the leaves are the nodes, so they
-    are returned as one stacked tensor. Otherwise the result is the list of
-    :func:`~tensorpoly_tn.planner.adapters.tlora_nodes`.
-    """
-    if normalize == "none" or leaves.shape[0] <= 2:
-        return leaves
-    return tlora_nodes(leaves, normalize)
+    return KroneckerUpdate.apply(x, weights, mixing, d_out, normalize, layout, *tensors_a, *tensors_b)

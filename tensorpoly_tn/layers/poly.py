@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from ..indices import equation
-from ..routing import Router
+from ..routing import Router, logit_dtype
 from ..tlora import check_positive
 from .base import AdapterLinear
 from .mixing import factors_per_distinct_task
@@ -103,7 +103,8 @@ class PolyLinear(AdapterLinear):
         bound = 1.0 / math.sqrt(split_in)
         self.poly_lora_a = nn.Parameter(torch.empty(n_splits, n_skills, split_in, rank, **options).uniform_(-bound, bound))
         self.poly_lora_b = nn.Parameter(torch.zeros(n_splits, n_skills, rank, split_out, **options))
-        self.router = Router(n_tasks, n_skills, selector=selector, n_splits=n_splits).to(weight.device)
+        router = Router(n_tasks, n_skills, selector=selector, n_splits=n_splits)
+        self.router = router.to(weight.device, logit_dtype(weight.dtype))  # float32 logits beside half precision
 
     def _build(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         weights = self.router.weights(task_ids).to(self.poly_lora_a.dtype)  # (task, split, skill)

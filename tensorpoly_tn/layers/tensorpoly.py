@@ -7,10 +7,10 @@ from torch import nn
 
 from ..indices import equation
 from ..planner.adapters import tlora_update
-from ..routing import Router
+from ..routing import Router, logit_dtype
 from ..tlora import Normalize, kron_leaves
 from .base import AdapterLinear
-from .fused import kronecker_nodes, kronecker_update, use_fused_update
+from .fused import kronecker_update, use_fused_update
 from .mixing import init_tlora_leaves
 
 __all__ = ["TensorPolyLinear"]
@@ -77,7 +77,8 @@ class TensorPolyLinear(AdapterLinear):
         super().__init__(base_layer, rank, scaling)
         weight = base_layer.weight
         init_tlora_leaves(self, n_terms, order, normalize, lambda: (n_terms * self.in_features) ** (-1.0 / (2 * order)))
-        self.router = Router(n_tasks, n_terms, selector=selector).to(device=weight.device, dtype=weight.dtype)
+        router = Router(n_tasks, n_terms, selector=selector)
+        self.router = router.to(weight.device, logit_dtype(weight.dtype))  # float32 logits beside half precision
 
     def term_factors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the unrouted terms: A_k (term, rank, d_in) and B_k (term, rank, d_out)."""
@@ -106,8 +107,7 @@ class TensorPolyLinear(AdapterLinear):
         weights = self.router(task_ids).to(inputs.dtype)  # (batch, term)
         leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)
         if use_fused_update(inputs, leaves_a, leaves_b, weights):
-            nodes_a, nodes_b = kronecker_nodes(leaves_a, self.normalize), kronecker_nodes(leaves_b, self.normalize)
-            return kronecker_update(inputs, nodes_a, nodes_b, self.out_features, "weights", weights)
+            return kronecker_update(inputs, leaves_a, leaves_b, self.out_features, "weights", weights, self.normalize)
         return tlora_update(inputs, leaves_a, leaves_b, self.out_features, self.normalize, weights)
 
     def extra_repr(self) -> str:

@@ -16,10 +16,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from ..routing import Router
+from ..routing import Router, logit_dtype
 from ..tlora import Normalize, kron_leaves
 from .base import AdapterLinear
-from .fused import kronecker_nodes, kronecker_update, use_fused_update
+from .fused import kronecker_update, use_fused_update
 from .mixing import factors_per_distinct_task, init_tlora_leaves
 
 __all__ = ["TensorPoly2Linear"]
@@ -79,7 +79,8 @@ class TensorPoly2Linear(AdapterLinear):
         super().__init__(base_layer, rank, scaling)
         weight = base_layer.weight
         init_tlora_leaves(self, n_terms, order, normalize, lambda: n_terms**0.5 * self.in_features ** (-1.0 / (2 * order)))
-        self.router = Router(n_tasks, n_terms, selector=selector, n_splits=order).to(weight.device)
+        router = Router(n_tasks, n_terms, selector=selector, n_splits=order)
+        self.router = router.to(weight.device, logit_dtype(weight.dtype))  # float32 logits beside half precision
 
     def _mixed_leaves(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Return the leaves mixed per task: (order, task, rank, leaf_in) and (order, task, rank, leaf_out)."""
@@ -114,10 +115,8 @@ class TensorPoly2Linear(AdapterLinear):
         if not use_fused_update(inputs, self.leaves_a, self.leaves_b, self.router.logits):
             return super().update(inputs, task_ids)
         mixed_a, mixed_b = self._mixed_leaves(task_ids)  # (order, batch, rank, leaf)
-        # The mixed leaves themselves, or the normalised children of the root product, each (batch, rank, leg).
-        nodes_a = kronecker_nodes(mixed_a.to(inputs.dtype), self.normalize)
-        nodes_b = kronecker_nodes(mixed_b.to(inputs.dtype), self.normalize)
-        return kronecker_update(inputs, nodes_a, nodes_b, self.out_features, "each")
+        mixed_a, mixed_b = mixed_a.to(inputs.dtype), mixed_b.to(inputs.dtype)
+        return kronecker_update(inputs, mixed_a, mixed_b, self.out_features, "each", normalize=self.normalize)
 
     def extra_repr(self) -> str:
         return (

@@ -17,7 +17,7 @@ from torch import nn
 from ..planner.adapters import tlora_update
 from ..tlora import Normalize, kron_leaves
 from .base import AdapterLinear
-from .fused import kronecker_nodes, kronecker_update, use_fused_update
+from .fused import kronecker_update, use_fused_update
 from .mixing import init_tlora_leaves
 
 __all__ = ["TLoRALinear"]
@@ -86,8 +86,7 @@ class TLoRALinear(AdapterLinear):
         """
         leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)
         if use_fused_update(inputs, leaves_a, leaves_b):
-            nodes_a, nodes_b = kronecker_nodes(leaves_a, self.normalize), kronecker_nodes(leaves_b, self.normalize)
-            return kronecker_update(inputs, nodes_a, nodes_b, self.out_features, "sum")
+            return kronecker_update(inputs, leaves_a, leaves_b, self.out_features, "sum", normalize=self.normalize)
         return tlora_update(inputs, leaves_a, leaves_b, self.out_features, self.normalize)
 
     def extra_repr(self) -> str:
