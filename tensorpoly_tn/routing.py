@@ -42,7 +42,10 @@ from torch.distributions.relaxed_bernoulli import RelaxedBernoulli
 
 from .tlora import check_positive
 
-__all__ = ["Router", "Selector", "SELECTORS", "register_selector", "get_selector", "LOGIT_INIT_RANGE", "logit_dtype"]
+__all__ = [
+    "Router", "Selector", "SELECTORS", "register_selector", "get_selector", "LOGIT_INIT_RANGE", "logit_dtype",
+    "normalized_sigmoid", "normalized_sigmoid_backward",
+]
 
 LOGIT_INIT_RANGE = 1e-3
 
@@ -107,6 +110,30 @@ def _normalize(scores: torch.Tensor) -> torch.Tensor:
     # then gets zero weights rather than NaN. Other splits are divided by their exact sum.
     total = scores.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(scores.dtype).tiny)
     return scores / total  # (batch, split, expert)
+
+
+def normalized_sigmoid(rows: torch.Tensor) -> tuple[torch.Tensor, tuple[torch.Tensor, ...]]:
+    """Return the default selector's weights for ``rows`` (..., expert) without recording autograd.
+
+    The second value is what :func:`normalized_sigmoid_backward` needs. Fused kernels use the
+    pair to run the router inside their own autograd function.
+    """
+    scores = torch.sigmoid(rows)
+    raw_total = scores.sum(dim=-1, keepdim=True)
+    total = raw_total.clamp_min(torch.finfo(scores.dtype).tiny)
+    weights = scores / total  # (..., expert)
+    return weights, (scores, total, raw_total >= torch.finfo(scores.dtype).tiny, weights)
+
+
+def normalized_sigmoid_backward(grad_weights: torch.Tensor, saved: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """Return the gradient of the rows given to :func:`normalized_sigmoid` from that of its weights.
+
+    With ``s = sigmoid(z)``, ``T = max(sum_k s_k, tiny)`` and ``w = s / T``:
+    ``dz = (dw - [sum_k s_k >= tiny] sum_k dw_k w_k) / T * s (1 - s)``.
+    """
+    scores, total, unclamped, weights = saved
+    inner = (grad_weights * weights).sum(dim=-1, keepdim=True) * unclamped
+    return (grad_weights - inner) / total * scores * (1.0 - scores)
 
 
 def _select_sigmoid(logits: torch.Tensor, task_ids: torch.Tensor, training: bool) -> torch.Tensor:
@@ -230,6 +257,18 @@ class Router(nn.Module):
             return self.logits
         index = torch.tensor([self.tuned_task], device=self.logits.device)
         return self.logits.index_copy(0, index, self.tuned_logits.unsqueeze(0).to(self.logits.dtype))
+
+    def sigmoid_logits(self, task_ids: torch.Tensor) -> torch.Tensor | None:
+        """Return the logits in use (task, split * expert) when the weights are their normalised sigmoid.
+
+        That is the ``"sigmoid"`` selector, and ``"relaxed-bernoulli"`` in evaluation mode. A fused
+        kernel can then compute the weights itself (:func:`normalized_sigmoid`). Other selectors
+        return ``None``. The task ids (batch,) are checked as in :meth:`weights`.
+        """
+        if self.selector != "sigmoid" and not (self.selector == "relaxed-bernoulli" and not self.training):
+            return None
+        self.check_task_ids(task_ids)
+        return self.effective_logits()
 
     def weights(self, task_ids: torch.Tensor) -> torch.Tensor:
         """Return the mixing weights of each example, shape (batch, split, expert).

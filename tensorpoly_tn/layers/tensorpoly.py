@@ -102,12 +102,18 @@ class TensorPolyLinear(AdapterLinear):
         picks the cheapest contraction order for the shapes. With gradients, the factors
         strategy runs as one fused autograd node (:func:`~tensorpoly_tn.layers.fused.kronecker_update`),
         which saves the per-operation overhead that dominates a training step at small widths.
-        Both equal :meth:`factors` then ``bmm``.
+        With the sigmoid selector that node computes the routing weights too. All paths equal
+        :meth:`factors` then ``bmm``.
         """
-        weights = self.router(task_ids).to(inputs.dtype)  # (batch, term)
         leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)
-        if use_fused_update(inputs, leaves_a, leaves_b, weights):
+        if use_fused_update(inputs, leaves_a, leaves_b, self.router.logits):
+            logits = self.router.sigmoid_logits(task_ids)
+            if logits is not None:
+                return kronecker_update(inputs, leaves_a, leaves_b, self.out_features, "weights",
+                                        normalize=self.normalize, logits=logits, task_ids=task_ids)
+            weights = self.router(task_ids).to(inputs.dtype)  # (batch, term)
             return kronecker_update(inputs, leaves_a, leaves_b, self.out_features, "weights", weights, self.normalize)
+        weights = self.router(task_ids).to(inputs.dtype)  # (batch, term)
         return tlora_update(inputs, leaves_a, leaves_b, self.out_features, self.normalize, weights)
 
     def extra_repr(self) -> str:

@@ -107,16 +107,21 @@ class TensorPoly2Linear(AdapterLinear):
         """Return ``x A B`` (batch, seq, d_out) for ``inputs`` (batch, seq, d_in).
 
         Without gradients the factors are built once per distinct task and applied with ``bmm``
-        (:meth:`AdapterLinear.update`). With gradients the leaves are mixed per example, and the
+        (:meth:`AdapterLinear.update`). With gradients the mixing of the leaves per example, the
         Kronecker products and both factor products run as one fused autograd node
         (:func:`~tensorpoly_tn.layers.fused.kronecker_update`), which saves the per-operation
-        overhead that dominates a training step at small widths.
+        overhead that dominates a training step at small widths. With the sigmoid selector that
+        node computes the routing weights too.
         """
         if not use_fused_update(inputs, self.leaves_a, self.leaves_b, self.router.logits):
             return super().update(inputs, task_ids)
-        mixed_a, mixed_b = self._mixed_leaves(task_ids)  # (order, batch, rank, leaf)
-        mixed_a, mixed_b = mixed_a.to(inputs.dtype), mixed_b.to(inputs.dtype)
-        return kronecker_update(inputs, mixed_a, mixed_b, self.out_features, "each", normalize=self.normalize)
+        leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)
+        logits = self.router.sigmoid_logits(task_ids)
+        if logits is not None:
+            return kronecker_update(inputs, leaves_a, leaves_b, self.out_features, "per-order",
+                                    normalize=self.normalize, logits=logits, task_ids=task_ids)
+        weights = self.router.weights(task_ids).to(inputs.dtype)  # (batch, order, term)
+        return kronecker_update(inputs, leaves_a, leaves_b, self.out_features, "per-order", weights, self.normalize)
 
     def extra_repr(self) -> str:
         return (
