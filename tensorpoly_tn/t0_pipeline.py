@@ -212,6 +212,10 @@ def run_t0(config: T0RunConfig, progress: bool = True, on_task_done: Callable[[d
             raise
         logger.warning("no few-shot data directory found; drawing the k-shot sets from the hub")
         data_dir, data_error = None, error
+    if data_dir is not None:
+        templates = _templates_dir(config, data_dir)
+        logger.info("reading the few-shot splits from %s and the templates from %s", data_dir,
+                    templates if templates is not None else "the builtin set")
     if data_dir is None:
         # Fail before loading the model when neither the files nor the hub can be read.
         try:

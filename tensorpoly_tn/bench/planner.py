@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
+import warnings
 
 import opt_einsum
 import torch
@@ -109,7 +110,10 @@ def _cotengra_flops(equation: str, shapes) -> float | None:
         import cotengra
     except ImportError:
         return None
-    optimizer = cotengra.HyperOptimizer(max_repeats=32, progbar=False, minimize="flops")
+    with warnings.catch_warnings():
+        # Without the optional kahypar package cotengra warns and uses its "labels" partitioner instead.
+        warnings.filterwarnings("ignore", message=".*kahypar.*")
+        optimizer = cotengra.HyperOptimizer(max_repeats=32, progbar=False, minimize="flops")
     _, info = opt_einsum.contract_path(equation, *shapes, shapes=True, optimize=optimizer)
     return float(info.opt_cost)
 
