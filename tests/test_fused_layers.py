@@ -69,12 +69,13 @@ def test_no_grad_output_equals_training_output(method):
     torch.testing.assert_close(trained, planned, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("method", list(LAYERS))
-def test_bfloat16_training_step_keeps_dtypes(method):
-    layer = _layer(method, 2, "pairwise", dtype=torch.bfloat16)
-    x = torch.randn(3, 5, 11, dtype=torch.bfloat16, requires_grad=True)
+def test_half_precision_training_step_keeps_dtypes(method, dtype):
+    layer = _layer(method, 4, "pairwise", dtype=dtype)
+    x = torch.randn(3, 5, 11, dtype=dtype, requires_grad=True)
     result = layer(x)
-    assert result.dtype == torch.bfloat16
+    assert result.dtype == dtype
     result.float().square().mean().backward()
     for name, parameter in layer.named_parameters():
         if parameter.requires_grad:
