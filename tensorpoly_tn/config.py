@@ -71,6 +71,13 @@ class TensorPolyConfig:
         default=None,
         metadata={"help": "with router_only, the one task whose router row is trained; None trains every row"},
     )
+    fused_training: bool = field(
+        default=True,
+        metadata={
+            "help": "run the training step of tlora, tensorpoly-1 and tensorpoly-2 as one fused autograd "
+            "function; False records every step with autograd (the planner, or factors and bmm for tensorpoly-2)"
+        },
+    )
     target_modules: tuple[str, ...] = field(
         default=DEFAULT_TARGET_MODULES, metadata={"help": "regexes matched in full against module names"}
     )
@@ -116,6 +123,8 @@ class TensorPolyConfig:
                 raise ValueError(f"tuned_task must be None or an int task id, got {self.tuned_task!r}")
             if not 0 <= self.tuned_task < self.n_tasks:
                 raise ValueError(f"tuned_task must be a task id in [0, {self.n_tasks}), got {self.tuned_task}")
+        if not isinstance(self.fused_training, bool):
+            raise ValueError(f"fused_training must be True or False, got {self.fused_training!r}")
         if self.normalize not in NORMALIZE_CHOICES:
             raise ValueError(f"normalize must be one of {NORMALIZE_CHOICES}, got {self.normalize!r}")
         if isinstance(self.target_modules, str):

@@ -116,6 +116,8 @@ def test_poly_split_must_divide_widths():
 def test_config_json_round_trip_keeps_new_fields():
     config = _config("mhr", n_splits=4, selector="relaxed-bernoulli", router_only=True, tuned_task=2)
     assert TensorPolyConfig.from_json(config.to_json()) == config
+    unfused = _config("tensorpoly-2", fused_training=False)
+    assert TensorPolyConfig.from_json(unfused.to_json()).fused_training is False
 
 
 @pytest.mark.parametrize(
@@ -131,6 +133,7 @@ def test_config_json_round_trip_keeps_new_fields():
         (dict(tuned_task=1), "tuned_task=1 needs router_only=True"),
         (dict(router_only=True, tuned_task=3), r"tuned_task must be a task id in \[0, 3\), got 3"),
         (dict(n_skills=0), "n_skills must be an integer >= 1, got 0"),
+        (dict(fused_training="yes"), "fused_training must be True or False, got 'yes'"),
     ],
 )
 def test_invalid_config_raises(overrides, message):

@@ -49,7 +49,9 @@ def _build_lora(base_layer: nn.Linear, config: Any) -> AdapterLinear:
 
 
 def _build_tlora(base_layer: nn.Linear, config: Any) -> AdapterLinear:
-    return TLoRALinear(base_layer, config.rank, config.n_terms, config.order, config.normalize, config.scaling)
+    return TLoRALinear(
+        base_layer, config.rank, config.n_terms, config.order, config.normalize, config.scaling, config.fused_training
+    )
 
 
 def _build_poly(base_layer: nn.Linear, config: Any) -> AdapterLinear:
@@ -76,6 +78,7 @@ def _build_tensorpoly(base_layer: nn.Linear, config: Any) -> AdapterLinear:
         normalize=config.normalize,
         scaling=config.scaling,
         selector=config.selector,
+        fused_training=config.fused_training,
     )
 
 

@@ -43,6 +43,9 @@ class TensorPolyLinear(AdapterLinear):
         Factor on the update; ``None`` means ``1 / rank``.
     selector
         Router selector, see :class:`tensorpoly_tn.routing.Router`.
+    fused_training
+        Run the training forward and backward as one fused autograd function
+        (:func:`~tensorpoly_tn.layers.fused.kronecker_update`); ``False`` records every step with autograd.
 
     Attributes
     ----------
@@ -73,8 +76,10 @@ class TensorPolyLinear(AdapterLinear):
         normalize: Normalize = "pairwise",
         scaling: float | None = None,
         selector: str = "sigmoid",
+        fused_training: bool = True,
     ) -> None:
         super().__init__(base_layer, rank, scaling)
+        self.fused_training = fused_training
         weight = base_layer.weight
         init_tlora_leaves(self, n_terms, order, normalize, lambda: (n_terms * self.in_features) ** (-1.0 / (2 * order)))
         router = Router(n_tasks, n_terms, selector=selector)
@@ -106,7 +111,7 @@ class TensorPolyLinear(AdapterLinear):
         :meth:`factors` then ``bmm``.
         """
         leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)
-        if use_fused_update(inputs, leaves_a, leaves_b, self.router.logits):
+        if self.fused_training and use_fused_update(inputs, leaves_a, leaves_b, self.router.logits):
             logits = self.router.sigmoid_logits(task_ids)
             if logits is not None:
                 return kronecker_update(inputs, leaves_a, leaves_b, self.out_features, "weights",

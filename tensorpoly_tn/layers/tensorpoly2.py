@@ -45,6 +45,9 @@ class TensorPoly2Linear(AdapterLinear):
         Factor on the update; ``None`` means ``1 / rank``.
     selector
         Router selector, see :mod:`tensorpoly_tn.routing`.
+    fused_training
+        Run the training forward and backward as one fused autograd function
+        (:func:`~tensorpoly_tn.layers.fused.kronecker_update`); ``False`` records every step with autograd.
 
     Attributes
     ----------
@@ -75,8 +78,10 @@ class TensorPoly2Linear(AdapterLinear):
         normalize: Normalize = "pairwise",
         scaling: float | None = None,
         selector: str = "sigmoid",
+        fused_training: bool = True,
     ) -> None:
         super().__init__(base_layer, rank, scaling)
+        self.fused_training = fused_training
         weight = base_layer.weight
         init_tlora_leaves(self, n_terms, order, normalize, lambda: n_terms**0.5 * self.in_features ** (-1.0 / (2 * order)))
         router = Router(n_tasks, n_terms, selector=selector, n_splits=order)
@@ -113,7 +118,8 @@ class TensorPoly2Linear(AdapterLinear):
         overhead that dominates a training step at small widths. With the sigmoid selector that
         node computes the routing weights too.
         """
-        if not use_fused_update(inputs, self.leaves_a, self.leaves_b, self.router.logits):
+        fused = self.fused_training and use_fused_update(inputs, self.leaves_a, self.leaves_b, self.router.logits)
+        if not fused:
             return super().update(inputs, task_ids)
         leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)
         logits = self.router.sigmoid_logits(task_ids)

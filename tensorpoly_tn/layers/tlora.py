@@ -40,6 +40,9 @@ class TLoRALinear(AdapterLinear):
         ``"pairwise"`` or ``"none"``, as in :func:`tensorpoly_tn.tlora.kron_leaves`.
     scaling
         Factor on the update; ``None`` means ``1 / rank``.
+    fused_training
+        Run the training forward and backward as one fused autograd function
+        (:func:`~tensorpoly_tn.layers.fused.kronecker_update`); ``False`` records every step with autograd.
 
     Attributes
     ----------
@@ -67,8 +70,10 @@ class TLoRALinear(AdapterLinear):
         order: int,
         normalize: Normalize = "pairwise",
         scaling: float | None = None,
+        fused_training: bool = True,
     ) -> None:
         super().__init__(base_layer, rank, scaling)
+        self.fused_training = fused_training
         init_tlora_leaves(self, n_terms, order, normalize, lambda: (n_terms * self.in_features) ** (-1.0 / (2 * order)))
 
     def factors(self, task_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -85,7 +90,7 @@ class TLoRALinear(AdapterLinear):
         (:func:`~tensorpoly_tn.layers.fused.kronecker_update`). Both equal :meth:`factors` then ``bmm``.
         """
         leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)
-        if use_fused_update(inputs, leaves_a, leaves_b):
+        if self.fused_training and use_fused_update(inputs, leaves_a, leaves_b):
             return kronecker_update(inputs, leaves_a, leaves_b, self.out_features, "sum", normalize=self.normalize)
         return tlora_update(inputs, leaves_a, leaves_b, self.out_features, self.normalize)
 
