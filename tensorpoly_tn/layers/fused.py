@@ -42,7 +42,7 @@ from ..routing import normalized_sigmoid, normalized_sigmoid_backward
 from ..tlora import Normalize
 from .kron_tree import tree_backward, tree_forward
 
-__all__ = ["Mixing", "MIXINGS", "KroneckerUpdate", "kronecker_update", "use_fused_update"]
+__all__ = ["Mixing", "MIXINGS", "KroneckerUpdate", "kronecker_update", "mix_per_order", "use_fused_update"]
 
 Mixing = Literal["weights", "sum", "each", "per-order"]
 MIXINGS: tuple[str, ...] = ("weights", "sum", "each", "per-order")
@@ -83,8 +83,11 @@ def _unmix(grad_factor: torch.Tensor, cut: torch.Tensor, weights: torch.Tensor |
     return grad_factor, None
 
 
-def _mix_per_order(leaves: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """Mix each order's leaves (order, term, rank, leaf) by its weights (batch, order, term): (order, batch, rank, leaf)."""
+def mix_per_order(leaves: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Mix each order's leaves (order, term, rank, leaf) by its weights (batch, order, term): (order, batch, rank, leaf).
+
+    ``mixed[n, b, r, p] = sum_k w[b, n, k] leaves[n, k, r, p]``, as one ``bmm`` with the order as its batch.
+    """
     order, terms, rank, leaf = leaves.shape
     mixed = torch.bmm(weights.transpose(0, 1), leaves.reshape(order, terms, rank * leaf))  # (order, batch, rank * leaf)
     return mixed.view(order, weights.shape[0], rank, leaf)
@@ -141,7 +144,7 @@ class KroneckerUpdate(torch.autograd.Function):
 
         roots, tapes = [], []
         for (stacked, _), side in zip(layout, sides):
-            nodes = _mix_per_order(side[0], weights).unbind(0) if mixing == "per-order" else _unstack(side, stacked)
+            nodes = mix_per_order(side[0], weights).unbind(0) if mixing == "per-order" else _unstack(side, stacked)
             root, tape = tree_forward(nodes, normalize)  # (term or batch, rank, full)
             roots.append(root)
             tapes.append(tape)

@@ -14,40 +14,21 @@ and the same for B. TensorPoly-I instead mixes whole products, ``A_t = sum_k w_t
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from ..routing import Router, logit_dtype
-from ..tlora import Normalize, kron_leaves
-from .base import AdapterLinear
-from .fused import kronecker_update, use_fused_update
-from .mixing import factors_per_distinct_task, init_tlora_leaves
+from ..tlora import kron_leaves
+from .fused import mix_per_order
+from .kronecker import RoutedKroneckerLinear
+from .mixing import factors_per_distinct_task
 
 __all__ = ["TensorPoly2Linear"]
 
-class TensorPoly2Linear(AdapterLinear):
+
+class TensorPoly2Linear(RoutedKroneckerLinear):
     """A frozen linear layer adapted by TLoRA leaves mixed per task and per order (TensorPoly-II).
 
-    Parameters
-    ----------
-    base_layer
-        The linear layer to adapt (frozen).
-    rank
-        LoRA rank r.
-    n_tasks
-        Rows of each order's router.
-    n_terms
-        K, the number of leaves per order that the router mixes.
-    order
-        N, the number of mixed leaves multiplied per factor column.
-    normalize
-        ``"pairwise"`` or ``"none"``, as in :func:`tensorpoly_tn.tlora.kron_leaves`.
-    scaling
-        Factor on the update; ``None`` means ``1 / rank``.
-    selector
-        Router selector, see :mod:`tensorpoly_tn.routing`.
-    fused_training
-        Run the training forward and backward as one fused autograd function
-        (:func:`~tensorpoly_tn.layers.fused.kronecker_update`); ``False`` records every step with autograd.
+    Parameters are those of :class:`~tensorpoly_tn.layers.kronecker.RoutedKroneckerLinear`:
+    ``n_terms`` is the number of leaves per order that the router mixes, and each order has its
+    own router split.
 
     Attributes
     ----------
@@ -67,39 +48,16 @@ class TensorPoly2Linear(AdapterLinear):
     """
 
     method = "tensorpoly-2"
+    mixing = "per-order"
 
-    def __init__(
-        self,
-        base_layer: nn.Linear,
-        rank: int,
-        n_tasks: int,
-        n_terms: int,
-        order: int,
-        normalize: Normalize = "pairwise",
-        scaling: float | None = None,
-        selector: str = "sigmoid",
-        fused_training: bool = True,
-    ) -> None:
-        super().__init__(base_layer, rank, scaling)
-        self.fused_training = fused_training
-        weight = base_layer.weight
-        init_tlora_leaves(self, n_terms, order, normalize, lambda: n_terms**0.5 * self.in_features ** (-1.0 / (2 * order)))
-        router = Router(n_tasks, n_terms, selector=selector, n_splits=order)
-        self.router = router.to(weight.device, logit_dtype(weight.dtype))  # float32 logits beside half precision
-
-    def _mixed_leaves(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return the leaves mixed per task: (order, task, rank, leaf_in) and (order, task, rank, leaf_out)."""
-        weights = self.router.weights(task_ids).to(self.leaves_a.dtype)  # (task, order, term)
-        per_order = weights.transpose(0, 1)  # (order, task, term)
-        # mixed[n, t, r, p] = sum_k w[t, n, k] leaves[n, k, r, p]: one bmm per factor with the order as its batch.
-        mixed = [
-            torch.bmm(per_order, leaves.flatten(2)).view(self.order, len(task_ids), self.rank, leaves.shape[-1])
-            for leaves in (self.leaves_a, self.leaves_b)
-        ]
-        return mixed[0], mixed[1]  # (order, task, rank, leaf_in), (order, task, rank, leaf_out)
+    def leaf_std(self) -> float:
+        """Return ``sqrt(K) * d_in ** (-1 / (2 N))``; see the class notes."""
+        return self.n_terms**0.5 * self.in_features ** (-1.0 / (2 * self.order))
 
     def _build(self, task_ids: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        mixed_a, mixed_b = self._mixed_leaves(task_ids)
+        weights = self.router.weights(task_ids).to(self.leaves_a.dtype)  # (task, order, term)
+        mixed_a = mix_per_order(self.leaves_a, weights)  # (order, task, rank, leaf_in)
+        mixed_b = mix_per_order(self.leaves_b, weights)  # (order, task, rank, leaf_out)
         a = kron_leaves(mixed_a, self.in_features, self.normalize)  # (task, rank, d_in)
         b = kron_leaves(mixed_b, self.out_features, self.normalize)  # (task, rank, d_out)
         return a.transpose(1, 2), b  # (task, d_in, rank), (task, rank, d_out)
@@ -118,19 +76,6 @@ class TensorPoly2Linear(AdapterLinear):
         overhead that dominates a training step at small widths. With the sigmoid selector that
         node computes the routing weights too.
         """
-        fused = self.fused_training and use_fused_update(inputs, self.leaves_a, self.leaves_b, self.router.logits)
-        if not fused:
-            return super().update(inputs, task_ids)
-        leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)
-        logits = self.router.sigmoid_logits(task_ids)
-        if logits is not None:
-            return kronecker_update(inputs, leaves_a, leaves_b, self.out_features, "per-order",
-                                    normalize=self.normalize, logits=logits, task_ids=task_ids)
-        weights = self.router.weights(task_ids).to(inputs.dtype)  # (batch, order, term)
-        return kronecker_update(inputs, leaves_a, leaves_b, self.out_features, "per-order", weights, self.normalize)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, n_terms={self.n_terms}, order={self.order}, "
-            f"normalize={self.normalize!r}, leaf_in={self.leaf_in}, leaf_out={self.leaf_out}"
-        )
+        if self.trains_fused(inputs):
+            return self.fused_update(inputs, task_ids)
+        return super().update(inputs, task_ids)

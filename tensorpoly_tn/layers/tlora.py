@@ -12,69 +12,25 @@ see :mod:`tensorpoly_tn.tlora`. It is TensorPoly-I with every routing weight fix
 from __future__ import annotations
 
 import torch
-from torch import nn
 
 from ..planner.adapters import tlora_update
-from ..tlora import Normalize, kron_leaves
-from .base import AdapterLinear
-from .fused import kronecker_update, use_fused_update
-from .mixing import init_tlora_leaves
+from ..tlora import kron_leaves
+from .kronecker import KroneckerLinear
 
 __all__ = ["TLoRALinear"]
 
 
-class TLoRALinear(AdapterLinear):
+class TLoRALinear(KroneckerLinear):
     """A frozen linear layer adapted by one TLoRA factor pair shared by every task.
 
-    Parameters
-    ----------
-    base_layer
-        The linear layer to adapt (frozen).
-    rank
-        LoRA rank r.
-    n_terms
-        K, the number of tensor-product terms summed per factor column.
-    order
-        N, the number of leaves multiplied per term.
-    normalize
-        ``"pairwise"`` or ``"none"``, as in :func:`tensorpoly_tn.tlora.kron_leaves`.
-    scaling
-        Factor on the update; ``None`` means ``1 / rank``.
-    fused_training
-        Run the training forward and backward as one fused autograd function
-        (:func:`~tensorpoly_tn.layers.fused.kronecker_update`); ``False`` records every step with autograd.
-
-    Attributes
-    ----------
-    leaves_a
-        Parameter of shape (order, n_terms, rank, leaf_in).
-    leaves_b
-        Parameter of shape (order, n_terms, rank, leaf_out).
-
-    Notes
-    -----
-    Initialised as :class:`tensorpoly_tn.TensorPolyLinear`: leaves from ``N(0, s^2)`` with
-    ``s = (K d_in) ** (-1 / (2 N))``, so that the sum of terms has variance ``1 / d_in`` under
-    ``normalize="none"``, and the last leaf of B at zero, so the adapted layer equals the base
-    layer at step 0.
+    Parameters, the leaves and their initialisation are those of
+    :class:`~tensorpoly_tn.layers.kronecker.KroneckerLinear`: ``n_terms`` is the number of
+    tensor-product terms summed per factor column.
     """
 
     routed = False
     method = "tlora"
-
-    def __init__(
-        self,
-        base_layer: nn.Linear,
-        rank: int,
-        n_terms: int,
-        order: int,
-        normalize: Normalize = "pairwise",
-        scaling: float | None = None,
-        fused_training: bool = True,
-    ) -> None:
-        super().__init__(base_layer, rank, scaling)
-        self.fused_training = fused_training
-        init_tlora_leaves(self, n_terms, order, normalize, lambda: (n_terms * self.in_features) ** (-1.0 / (2 * order)))
+    mixing = "sum"
 
     def factors(self, task_ids: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Return A (1, d_in, rank) and B (1, rank, d_out), shared by every task."""
@@ -89,13 +45,7 @@ class TLoRALinear(AdapterLinear):
         With gradients the summed factors are built and applied by one fused autograd node
         (:func:`~tensorpoly_tn.layers.fused.kronecker_update`). Both equal :meth:`factors` then ``bmm``.
         """
+        if self.trains_fused(inputs):
+            return self.fused_update(inputs, task_ids)
         leaves_a, leaves_b = self.leaves_a.to(inputs.dtype), self.leaves_b.to(inputs.dtype)
-        if self.fused_training and use_fused_update(inputs, leaves_a, leaves_b):
-            return kronecker_update(inputs, leaves_a, leaves_b, self.out_features, "sum", normalize=self.normalize)
         return tlora_update(inputs, leaves_a, leaves_b, self.out_features, self.normalize)
-
-    def extra_repr(self) -> str:
-        return (
-            f"{super().extra_repr()}, n_terms={self.n_terms}, order={self.order}, "
-            f"normalize={self.normalize!r}, leaf_in={self.leaf_in}, leaf_out={self.leaf_out}"
-        )
