@@ -42,23 +42,10 @@ from ..routing import normalized_sigmoid, normalized_sigmoid_backward
 from ..tlora import Normalize
 from .kron_tree import tree_backward, tree_forward
 
-__all__ = ["Mixing", "MIXINGS", "KroneckerUpdate", "kronecker_update", "mix_per_order", "use_fused_update"]
+__all__ = ["Mixing", "MIXINGS", "KroneckerUpdate", "kronecker_update", "mix_per_order"]
 
 Mixing = Literal["weights", "sum", "each", "per-order"]
 MIXINGS: tuple[str, ...] = ("weights", "sum", "each", "per-order")
-
-
-def use_fused_update(*tensors: torch.Tensor) -> bool:
-    """Return whether a call on ``tensors`` should run :func:`kronecker_update`.
-
-    That is when a gradient is needed and autocast is off (under autocast the planner's path
-    lets autograd cast each step's gradient).
-    """
-    return (
-        torch.is_grad_enabled()
-        and any(tensor.requires_grad for tensor in tensors)
-        and not torch.is_autocast_enabled(tensors[0].device.type)
-    )
 
 
 def _mix(cut: torch.Tensor, weights: torch.Tensor | None, mixing: str) -> torch.Tensor:

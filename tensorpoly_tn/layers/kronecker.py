@@ -11,10 +11,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..planner.reverse import needs_hand_gradient
 from ..routing import Router, logit_dtype
 from ..tlora import NORMALIZE_CHOICES, Normalize, check_positive, leaf_length
 from .base import AdapterLinear
-from .fused import Mixing, kronecker_update, use_fused_update
+from .fused import Mixing, kronecker_update
 
 __all__ = ["tlora_leaves", "KroneckerLinear", "RoutedKroneckerLinear"]
 
@@ -116,7 +117,7 @@ class KroneckerLinear(AdapterLinear):
 
     def trains_fused(self, inputs: torch.Tensor, *tensors: torch.Tensor) -> bool:
         """Return whether this call runs the fused kernel: ``fused_training`` is on and a gradient is needed."""
-        return self.fused_training and use_fused_update(inputs, self.leaves_a, self.leaves_b, *tensors)
+        return self.fused_training and needs_hand_gradient((inputs, self.leaves_a, self.leaves_b, *tensors))
 
     def fused_update(self, inputs: torch.Tensor, task_ids: torch.Tensor | None) -> torch.Tensor:
         """Return ``x A B`` (batch, seq, d_out) for ``inputs`` (batch, seq, d_in) from the fused kernel."""

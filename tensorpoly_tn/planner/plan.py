@@ -10,7 +10,7 @@ import torch
 
 from ..network import TensorNetwork
 from .core import PlanReport, build_stages
-from .reverse import PlannedContraction, run_stages
+from .reverse import PlannedContraction, needs_hand_gradient, run_stages
 from .strategies import STRATEGIES
 
 __all__ = ["Plan", "plan", "BACKEND", "BACKWARD_MODES"]
@@ -100,15 +100,7 @@ class Plan:
         tensors = list(args) if not kwargs and len(args) == self._n_nodes else self._ordered(args, kwargs)
         _, report = self.compiled(tensors)
         self._last = report
-        # Under autocast the steps run in a lower precision than the tensors saved for the
-        # backward pass, so such calls are left to autograd, which casts each step's gradients.
-        if (
-            self.backward == "planned"
-            and report.planned_backward
-            and torch.is_grad_enabled()
-            and any(tensor.requires_grad for tensor in tensors)
-            and not torch.is_autocast_enabled(tensors[0].device.type)
-        ):
+        if self.backward == "planned" and report.planned_backward and needs_hand_gradient(tensors):
             return PlannedContraction.apply(report, *tensors)
         return run_stages(report, tensors)
 

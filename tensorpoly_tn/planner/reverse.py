@@ -35,7 +35,10 @@ from .backend import PairStep, pair_step
 if TYPE_CHECKING:
     from .core import PlanReport
 
-__all__ = ["OperandGradient", "step_gradients", "unfold_axis", "fold_axes", "Tape", "run_stages", "PlannedContraction"]
+__all__ = [
+    "OperandGradient", "step_gradients", "needs_hand_gradient", "unfold_axis", "fold_axes", "Tape", "run_stages",
+    "PlannedContraction",
+]
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,21 @@ def step_gradients(einsum_str: str, sizes: dict[str, int]) -> tuple[OperandGradi
             order = None if order == tuple(range(len(order))) else order
             gradients.append(OperandGradient(None, None, order, kept_shape, shape))
     return tuple(gradients)
+
+
+def needs_hand_gradient(tensors: list[torch.Tensor] | tuple[torch.Tensor, ...]) -> bool:
+    """Return whether a call on ``tensors`` should run with a hand-written backward pass.
+
+    That is when gradients are enabled, some tensor requires one, and autocast is off on the
+    first tensor's device. Under autocast the steps run in a lower precision than the tensors a
+    hand-written backward pass saves, so such calls are left to autograd, which casts each
+    step's gradients.
+    """
+    return (
+        torch.is_grad_enabled()
+        and any(tensor.requires_grad for tensor in tensors)
+        and not torch.is_autocast_enabled(tensors[0].device.type)
+    )
 
 
 def unfold_axis(tensor: torch.Tensor, axis: int, parts_sizes: tuple[int, ...]) -> torch.Tensor:
