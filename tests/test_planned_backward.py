@@ -1,40 +1,16 @@
 """Planned gradients against autograd through torch.einsum on the whole network."""
 
-import string
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from network_strategies import random_networks
 
-from tensorpoly_tn.network import TensorNetwork
 from tensorpoly_tn.planner import STRATEGIES, plan
 from tensorpoly_tn.planner.adapters import tlora_network
 from tensorpoly_tn.planner.reverse import step_gradients
 
 SETTINGS = settings(max_examples=25, deadline=None)
-
-
-@st.composite
-def hyper_networks(draw):
-    """Draw 2 to 4 tensors over up to 6 indices. An index may sit on every tensor (a hyperedge)."""
-    n_tensors = draw(st.integers(2, 4))
-    names = list(string.ascii_lowercase[:6])
-    sizes = {name: draw(st.integers(1, 3)) for name in names}
-    indices = [[] for _ in range(n_tensors)]
-    for name in names:
-        owners = draw(st.lists(st.integers(0, n_tensors - 1), min_size=1, max_size=n_tensors, unique=True))
-        for owner in owners:
-            indices[owner].append(f"ix_{name}")
-    net = TensorNetwork(hyper_indices=[f"ix_{name}" for name in names])
-    for position, owned in enumerate(indices):
-        role = "input" if position == 0 else "parameter"
-        net.add(f"t{position}", owned, [sizes[index[-1]] for index in owned], role=role,
-                group=draw(st.sampled_from([None, "g"])))
-    every_index = list(dict.fromkeys(index for owned in indices for index in owned))
-    output = draw(st.permutations(every_index))
-    keep = draw(st.integers(0, len(output)))
-    return net, tuple(output[:keep])
 
 
 def _gradients(result, tensors):
@@ -43,7 +19,7 @@ def _gradients(result, tensors):
 
 
 @SETTINGS
-@given(hyper_networks(), st.sampled_from(("auto",) + STRATEGIES), st.data())
+@given(random_networks(hyperedges=True), st.sampled_from(("auto",) + STRATEGIES), st.data())
 def test_random_network_gradients_equal_einsum(case, strategy, data):
     net, output = case
     tensors = [torch.randn(node.shape, dtype=torch.float64) for node in net.nodes]

@@ -1,16 +1,14 @@
 """The planner against materialised references: random networks, TLoRA, gradients, dtypes and layers."""
 
-import string
-
 import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from network_strategies import random_networks
 from torch import nn
 
 from tensorpoly_tn import LoRALinear, TensorPolyLinear, use_tasks
 from tensorpoly_tn.layers.base import AdapterLinear
-from tensorpoly_tn.network import TensorNetwork
 from tensorpoly_tn.planner import STRATEGIES, plan
 from tensorpoly_tn.planner.adapters import tlora_network, tlora_update
 from tensorpoly_tn.tlora import kron_leaves, leaf_length
@@ -110,27 +108,6 @@ def test_tlora_low_precision_within_tolerance(dtype, tolerance):
     assert result.dtype == dtype
     error = (result.double() - expected).abs().max() / expected.abs().max()
     assert error < tolerance
-
-
-@st.composite
-def random_networks(draw):
-    """A network of 2 to 4 tensors over up to 6 indices, each index on at most two tensors."""
-    n_tensors = draw(st.integers(2, 4))
-    names = list(string.ascii_lowercase[:6])
-    sizes = {name: draw(st.integers(1, 4)) for name in names}
-    indices = [[] for _ in range(n_tensors)]
-    for name in names:
-        owners = draw(st.lists(st.integers(0, n_tensors - 1), min_size=1, max_size=2, unique=True))
-        for owner in owners:
-            indices[owner].append(f"ix_{name}")
-    net = TensorNetwork()
-    for position, owned in enumerate(indices):
-        net.add(f"t{position}", owned, [sizes[i[-1]] for i in owned], role="input" if position == 0 else "parameter",
-                group=draw(st.sampled_from([None, "g"])))
-    open_indices = list(net.default_output())
-    output = draw(st.permutations(open_indices))
-    keep = draw(st.integers(0, len(output)))
-    return net, tuple(output[:keep])
 
 
 @SETTINGS
