@@ -4,19 +4,13 @@ import re
 
 import pytest
 import torch
-from transformers import T5Config, T5ForConditionalGeneration
+from tiny_models import tiny_t5
 
 from tensorpoly_tn import TensorPolyConfig, TensorPolyLinear, adapter_layers, apply_adapters, use_tasks
 
 
 def _tiny_t5(seed=0):
-    torch.manual_seed(seed)
-    config = T5Config(
-        vocab_size=384, d_model=32, d_kv=8, d_ff=48, num_layers=2, num_decoder_layers=2, num_heads=4,
-        feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-        tie_word_embeddings=False,
-    )
-    return T5ForConditionalGeneration(config).eval()  # eval: no dropout, so outputs are comparable
+    return tiny_t5(seed, d_ff=48)
 
 
 EXPECTED = re.compile(r".*\.(SelfAttention|EncDecAttention)\.(q|k|v|o)|.*\.DenseReluDense\.(wi_0|wi_1|wo)")

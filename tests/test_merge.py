@@ -4,7 +4,7 @@ import copy
 
 import pytest
 import torch
-from transformers import T5Config, T5ForConditionalGeneration
+from tiny_models import tiny_t5
 
 from tensorpoly_tn import (
     METHODS,
@@ -20,13 +20,7 @@ from tensorpoly_tn import (
 
 
 def _tiny_t5(seed=0):
-    torch.manual_seed(seed)
-    config = T5Config(
-        vocab_size=384, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_decoder_layers=2, num_heads=4,
-        feed_forward_proj="gated-gelu", decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
-        tie_word_embeddings=False,
-    )
-    return T5ForConditionalGeneration(config).eval().double()
+    return tiny_t5(seed).double()
 
 
 def _adapted(method, selector="sigmoid"):
