@@ -14,18 +14,18 @@ import json
 import logging
 import os
 import random
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 from tqdm.auto import tqdm
 
 from .data.example import PromptedExample
 from .models import PRESETS, build_preset_model
+from .reporting import atomic_write
 from .skills.benchmark import random_word
 from .training import collate
 
@@ -162,17 +162,9 @@ def pretrain_backbone(config: BackboneConfig, progress: bool = True) -> tuple[to
 
 def _save_atomically(model: torch.nn.Module, path: Path, metadata: dict[str, str]) -> None:
     """Write the weights to a temporary file in the same folder, then rename it over ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     # T5 shares the embedding between encoder and decoder, and safetensors rejects shared storage.
     state = {name: tensor.detach().clone().contiguous() for name, tensor in model.state_dict().items()}
-    handle, temporary = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    try:
-        save_file(state, temporary, metadata=metadata)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
+    atomic_write(path, lambda stream: stream.write(save(state, metadata=metadata)))
 
 
 def load_pretrained_backbone(

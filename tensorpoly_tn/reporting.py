@@ -7,31 +7,37 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from collections.abc import Callable
+from typing import Any, BinaryIO
 
-__all__ = ["atomic_write_text", "atomic_write_json", "results_markdown", "write_t0_outputs"]
+__all__ = ["atomic_write", "atomic_write_text", "atomic_write_json", "results_markdown", "write_t0_outputs"]
 
 logger = logging.getLogger(__name__)
 
 
-def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and ``os.replace``.
+def atomic_write(path: str | os.PathLike[str], write: Callable[[BinaryIO], object]) -> None:
+    """Call ``write`` on a binary stream to a temporary file beside ``path``, then rename it over ``path``.
 
     A reader sees either the old file or the complete new one, never a truncated file, even
-    when the process is killed mid-write.
+    when the process is killed mid-write. The temporary file is removed when ``write`` fails.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
+        with os.fdopen(handle, "wb") as stream:
+            write(stream)
             stream.flush()
             os.fsync(stream.fileno())
         os.replace(temporary, path)
     except BaseException:
         Path(temporary).unlink(missing_ok=True)
         raise
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` as UTF-8 to ``path`` atomically, see :func:`atomic_write`."""
+    atomic_write(path, lambda stream: stream.write(text.encode("utf-8")))
 
 
 def atomic_write_json(path: str | os.PathLike[str], value: Any) -> None:

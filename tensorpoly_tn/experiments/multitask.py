@@ -13,8 +13,6 @@ uninterrupted run with the same seed.
 from __future__ import annotations
 
 import logging
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from tqdm.auto import tqdm
 
 from ..data.example import PromptedExample
 from ..inject import use_tasks
+from ..reporting import atomic_write
 from ..training import TrainingConfig, _batches, collate, trainable_parameter_groups
 
 __all__ = ["CHECKPOINT_NAME", "save_checkpoint", "load_checkpoint", "train_multitask", "replica_difference"]
@@ -36,18 +35,7 @@ CHECKPOINT_NAME = "checkpoint.pt"
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> None:
     """Write ``state`` with ``torch.save`` to a temporary file in the same folder, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(state, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda stream: torch.save(state, stream))
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
