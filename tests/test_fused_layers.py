@@ -31,13 +31,9 @@ def _layer(method, order, normalize, dtype=torch.float64, fused=True):
 
 def _reference(layer, x):
     """base(x) + scaling * x A B with A and B from factors(), which materialises them with kron_leaves."""
-    a, b = layer.factors(None if method_is_unrouted(layer) else TASK_IDS)
+    a, b = layer.factors(TASK_IDS if layer.routed else None)
     a, b = a.expand(x.shape[0], -1, -1), b.expand(x.shape[0], -1, -1)
     return layer.base_layer(x) + layer.scaling * torch.bmm(torch.bmm(x, a), b)
-
-
-def method_is_unrouted(layer):
-    return not layer.routed
 
 
 def _trainable(layer):

@@ -135,8 +135,8 @@ def _inference_steps(args: argparse.Namespace, batch: dict, task_ids: torch.Tens
 
 def run(args: argparse.Namespace) -> int:
     if not args.default_malloc:
-        kept = keep_freed_memory()
-        print(f"allocator: glibc keeps freed memory (see tensorpoly_tn.bench.allocator): {'yes' if kept else 'not available'}")
+        applied = keep_freed_memory()
+        print(f"allocator: glibc keeps freed memory (see tensorpoly_tn.bench.allocator): {'yes' if applied else 'not available'}")
     generator = torch.Generator().manual_seed(0)
     batch = {
         "input_ids": torch.randint(3, 384, (args.batch, args.source_length), generator=generator),

@@ -190,8 +190,8 @@ def _measure_tiny(args, order: int, seq: int) -> None:
 
 def run(args: argparse.Namespace) -> int:
     if not args.default_malloc:
-        kept = keep_freed_memory()
-        print(f"allocator: glibc keeps freed memory (see tensorpoly_tn.bench.allocator): {'yes' if kept else 'not available'}")
+        applied = keep_freed_memory()
+        print(f"allocator: glibc keeps freed memory (see tensorpoly_tn.bench.allocator): {'yes' if applied else 'not available'}")
     if args.shapes in ("t5-large", "both"):
         print(
             f"TensorPoly-I update, forward + backward: batch {args.batch}, seq {args.seq}, d_in {args.d_in}, "

@@ -73,8 +73,8 @@ class KroneckerLinear(AdapterLinear):
     Notes
     -----
     ``leaves_a`` is drawn from ``N(0, s^2)`` with ``s`` from :meth:`leaf_std`. ``leaves_b`` is
-    drawn the same way except its last leaf, which starts at zero: every product of B's leaves is
-    then zero, so the adapted layer equals the base layer at step 0, while the gradient reaching
+    drawn the same way except its last leaf, which starts at zero. Every product of B's leaves is
+    then zero, so the adapted layer equals the base layer at step 0, but the gradient reaching
     that last leaf is not zero.
     """
 

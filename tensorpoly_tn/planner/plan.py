@@ -21,8 +21,8 @@ logger = logging.getLogger(__name__)
 #: planned stages call the same steps directly, see :mod:`tensorpoly_tn.planner.backend`.
 BACKEND = "tensorpoly_tn.planner.backend"
 
-#: How a plan is differentiated: ``"planned"`` runs each call as one autograd node with planned
-#: gradient steps (:mod:`tensorpoly_tn.planner.reverse`), ``"autograd"`` lets torch record every step.
+#: The ways a plan can be differentiated. ``"planned"`` runs each call as one autograd node with
+#: planned gradient steps (:mod:`tensorpoly_tn.planner.reverse`), and ``"autograd"`` lets torch record every step.
 BACKWARD_MODES: tuple[str, ...] = ("planned", "autograd")
 
 

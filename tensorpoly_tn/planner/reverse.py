@@ -142,7 +142,7 @@ _UNFOLD, _FOLD, _STEP = "unfold", "fold", "step"
 class Tape:
     """The values of one planned call and the records its backward pass replays.
 
-    ``values`` holds the call's tensors (the inputs, then every intermediate) and ``needs_grad``
+    ``values`` contains the call's tensors (the inputs, then every intermediate) and ``needs_grad``
     whether each depends on an input that requires a gradient. A record is
     ``(kind, input ids, output id, data)`` and is kept_letters only when its output needs a gradient.
     """
